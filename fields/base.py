@@ -1,0 +1,94 @@
+"""The one protocol every field family implements, and the family registry.
+
+A field maps points in **normalised scene coordinates** (the dataset's normalised world, see
+:class:`nfkit.datasets.SceneData`) and unit view directions to a density (or an SDF) and a colour:
+
+* ``field.density(x)``: x [N, 3] -> sigma [N] (>= 0; zero outside ``field.aabb``);
+* ``field(x, d)``: x [N, 3], d [N, 3] unit -> :class:`FieldOutput` (``density`` [N], ``rgb`` [N, 3] in [0, 1],
+  optional ``features`` [N, K]);
+* ``field.aabb``: [2, 3] buffer, the region the field models;
+* ``field.kind``: ``"density"`` or ``"sdf"``;
+* ``field.config``: a dataclass that, with ``family``, rebuilds the field (:func:`build_field`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from nfkit.errors import FieldFileError
+
+
+@dataclass
+class FieldOutput:
+    density: torch.Tensor  # [N] (or the SDF for kind == "sdf")
+    rgb: torch.Tensor  # [N, 3] in [0, 1]
+    features: torch.Tensor | None = None  # [N, K]
+
+
+class Field(nn.Module):
+    """Base class of all field families (see the module docstring for the protocol)."""
+
+    family: ClassVar[str] = ""
+    kind: ClassVar[str] = "density"
+
+    def __init__(self, config, aabb: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """World [N, 3] -> [0, 1]^3 inside the AABB."""
+        return (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+
+    def inside(self, x01: torch.Tensor) -> torch.Tensor:
+        return ((x01 >= 0) & (x01 <= 1)).all(-1)
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> FieldOutput:
+        raise NotImplementedError
+
+    def config_dict(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+
+_REGISTRY: dict[str, tuple[type, type]] = {}
+
+
+def register_field(cls: type) -> type:
+    """Class decorator: registers ``cls`` under ``cls.family`` with its config class ``cls.Config``."""
+    _REGISTRY[cls.family] = (cls, cls.Config)
+    return cls
+
+
+def families() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_field(family: str, config: dict | None = None, aabb=None) -> Field:
+    """Rebuild a field from its family name and config dict (unknown keys are an error)."""
+    if family not in _REGISTRY:
+        raise FieldFileError(f"unknown field family {family!r}; known: {', '.join(families())}")
+    cls, cfg_cls = _REGISTRY[family]
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    config = dict(config or {})
+    bad = set(config) - names
+    if bad:
+        raise FieldFileError(f"field family {family!r} has no config option(s) {sorted(bad)}")
+    cfg = cfg_cls(**config)
+    if aabb is None:
+        aabb = torch.tensor([[-1.5] * 3, [1.5] * 3])
+    return cls(cfg, aabb)
+
+
+def trunc_exp_activation(raw: torch.Tensor) -> torch.Tensor:
+    """exp with the argument clamped at 15 so early training cannot overflow."""
+    return torch.exp(raw.clamp(max=15.0))
+
+
+DensityFn = Callable[[torch.Tensor], torch.Tensor]

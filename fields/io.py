@@ -1,0 +1,90 @@
+"""Field files: one self-describing safetensors file per field.
+
+Tensors: the field's ``state_dict`` under ``field.*`` plus optional extra tensors (e.g. the occupancy grid
+under ``occgrid.*``). Metadata key ``nfkit`` holds JSON: ``format`` ("nfkit-field"), ``format_version``,
+``family``, ``config``, ``aabb``, ``normalization`` (``transform`` 4x4 input->normalised, ``scale``) and
+free-form ``info``. Loading never unpickles. Writes go to a temporary name, then an atomic rename.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from nfkit.errors import FieldFileError
+from nfkit.fields.base import Field, build_field
+
+FORMAT = "nfkit-field"
+FORMAT_VERSION = 1
+
+
+def save(field: Field, path, normalization: dict | None = None, info: dict | None = None,
+         extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"field.{k}": v.detach().cpu().contiguous() for k, v in field.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous()
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "family": field.family, "kind": field.kind,
+        "config": field.config_dict(), "aabb": field.aabb.tolist(),
+        "normalization": normalization or {"transform": torch.eye(4).tolist(), "scale": 1.0},
+        "info": info or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"nfkit": json.dumps(meta)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_header(path) -> dict:
+    """The JSON metadata of a field file (checked), without loading tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FieldFileError(f"{path}: no such field file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("nfkit")
+    except Exception as e:
+        raise FieldFileError(f"{path}: not a field file (unreadable or truncated safetensors: {str(e)[:120]})") from None
+    if raw is None:
+        raise FieldFileError(f"{path}: not an nfkit field file (safetensors without 'nfkit' metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise FieldFileError(f"{path}: corrupt nfkit metadata (invalid JSON)") from None
+    if meta.get("format") != FORMAT:
+        raise FieldFileError(f"{path}: not an nfkit field file (format {meta.get('format')!r})")
+    ver = meta.get("format_version")
+    if not isinstance(ver, int) or ver > FORMAT_VERSION:
+        raise FieldFileError(
+            f"{path}: field file format version {ver} is newer than this nfkit supports ({FORMAT_VERSION}); upgrade nfkit")
+    return meta
+
+
+def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
+    """Rebuild a field from its file alone. Returns the field (eval mode), or (field, meta, extra_tensors)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_header(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as e:
+        raise FieldFileError(f"{path}: truncated or corrupt field file ({str(e)[:120]})") from None
+    field = build_field(meta["family"], meta["config"], torch.tensor(meta["aabb"]))
+    state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
+    try:
+        field.load_state_dict(state)
+    except RuntimeError as e:
+        raise FieldFileError(f"{path}: tensors do not match the {meta['family']} config ({str(e)[:160]})") from None
+    field.to(device).eval()
+    if return_extras:
+        return field, meta, {k: v for k, v in tensors.items() if not k.startswith("field.")}
+    return field

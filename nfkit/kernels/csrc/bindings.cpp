@@ -1,0 +1,16 @@
+// Python bindings of nfkit's CPU kernels (one extension module, built lazily by nfkit/kernels/__init__.py).
+#include "common.h"
+
+at::Tensor hash_encode_forward(at::Tensor x, at::Tensor params, at::Tensor offsets, at::Tensor scales,
+                               at::Tensor res, int64_t n_features);
+at::Tensor hash_encode_backward(at::Tensor grad_out, at::Tensor x, at::Tensor offsets, at::Tensor scales,
+                                at::Tensor res, int64_t n_features, int64_t n_params);
+
+std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t_near, at::Tensor t_far,
+                              at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("hash_encode_forward", &hash_encode_forward, "hash grid encoding forward [N,3] -> [N, L*F]");
+  m.def("hash_encode_backward", &hash_encode_backward, "hash grid encoding backward -> dL/dparams");
+  m.def("march", &march, "occupancy-grid ray marching -> (ray_indices, t_mid)");
+}

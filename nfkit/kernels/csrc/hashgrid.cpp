@@ -1,0 +1,145 @@
+// Multiresolution hash encoding on the CPU, forward and backward (tiny-cuda-nn compatible indexing).
+// Reference: fields/encodings.py::hash_encode_reference (pure torch). Threads: ATen's pool (torch.set_num_threads).
+#include "common.h"
+
+#include <algorithm>
+
+namespace {
+
+constexpr uint32_t P1 = 2654435761u, P2 = 805459861u;
+
+struct Level {
+  float scale;
+  uint32_t res, size;  // resolution (vertices per side), entries in this level
+  int64_t offset;      // first entry
+  bool dense;
+};
+
+std::vector<Level> make_levels(const at::Tensor& offsets, const at::Tensor& scales, const at::Tensor& res) {
+  auto o = offsets.accessor<int64_t, 1>();
+  auto s = scales.accessor<float, 1>();
+  auto r = res.accessor<int64_t, 1>();
+  std::vector<Level> lv(s.size(0));
+  for (int64_t l = 0; l < s.size(0); ++l) {
+    lv[l].scale = s[l];
+    lv[l].res = (uint32_t)r[l];
+    lv[l].size = (uint32_t)(o[l + 1] - o[l]);
+    lv[l].offset = o[l];
+    uint64_t r3 = (uint64_t)r[l] * r[l] * r[l];
+    lv[l].dense = r3 <= lv[l].size;
+  }
+  return lv;
+}
+
+// Index of the 8 corners and their trilinear weights for one point in one level.
+inline void corners(const Level& L, const float* p, uint32_t idx[8], float w[8]) {
+  float f[3];
+  uint32_t g[3];
+  for (int d = 0; d < 3; ++d) {
+    float pos = std::fmaf(L.scale, p[d], 0.5f);  // one rounding, as tcnn's fmaf
+    float fl = std::floor(pos);
+    g[d] = (uint32_t)(int32_t)fl;
+    f[d] = pos - fl;
+  }
+  for (int c = 0; c < 8; ++c) {
+    uint32_t x = g[0] + (c & 1), y = g[1] + ((c >> 1) & 1), z = g[2] + ((c >> 2) & 1);
+    uint32_t i;
+    if (L.dense) i = x + y * L.res + z * L.res * L.res;
+    else i = x ^ (y * P1) ^ (z * P2);
+    idx[c] = i % L.size;
+    w[c] = ((c & 1) ? f[0] : 1.f - f[0]) * (((c >> 1) & 1) ? f[1] : 1.f - f[1]) * (((c >> 2) & 1) ? f[2] : 1.f - f[2]);
+  }
+}
+
+template <int F>
+void fwd_impl(const float* x, const float* table, float* out, int64_t n, const std::vector<Level>& lv) {
+  const int64_t nl = lv.size();
+  // Level-major: one level's table stays in cache while all points visit it.
+  for (int64_t l = 0; l < nl; ++l) {
+    const Level L = lv[l];
+    const float* t = table + L.offset * F;
+    at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
+      uint32_t idx[8];
+      float w[8];
+      for (int64_t i = b; i < e; ++i) {
+        corners(L, x + 3 * i, idx, w);
+        float acc[F] = {0};
+        for (int c = 0; c < 8; ++c) {
+          const float* v = t + (int64_t)idx[c] * F;
+          for (int k = 0; k < F; ++k) acc[k] += w[c] * v[k];
+        }
+        float* o = out + i * nl * F + l * F;
+        for (int k = 0; k < F; ++k) o[k] = acc[k];
+      }
+    });
+  }
+}
+
+template <int F>
+void bwd_impl(const float* go, const float* x, float* gt, int64_t n, const std::vector<Level>& lv) {
+  const int64_t nl = lv.size();
+  // Each thread owns whole levels, so table gradients need no atomics or per-thread copies.
+  at::parallel_for(0, nl, 1, [&](int64_t lb, int64_t le) {
+    uint32_t idx[8];
+    float w[8];
+    for (int64_t l = lb; l < le; ++l) {
+      const Level L = lv[l];
+      float* g = gt + L.offset * F;
+      std::fill(g, g + (int64_t)L.size * F, 0.f);  // zeroed by the owning thread: parallel, cache-warm
+      for (int64_t i = 0; i < n; ++i) {
+        const float* gi = go + i * nl * F + l * F;
+        bool any = false;
+        for (int k = 0; k < F; ++k) any |= gi[k] != 0.f;
+        if (!any) continue;
+        corners(L, x + 3 * i, idx, w);
+        for (int c = 0; c < 8; ++c) {
+          float* v = g + (int64_t)idx[c] * F;
+          for (int k = 0; k < F; ++k) v[k] += w[c] * gi[k];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor hash_encode_forward(at::Tensor x, at::Tensor params, at::Tensor offsets, at::Tensor scales,
+                               at::Tensor res, int64_t n_features) {
+  CHECK_CPU_FLOAT(x);
+  CHECK_CPU_FLOAT(params);
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3, "x must be [N, 3]");
+  auto lv = make_levels(offsets, scales, res);
+  const int64_t n = x.size(0), nl = lv.size();
+  auto out = at::empty({n, nl * n_features}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* tp = params.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  switch (n_features) {
+    case 1: fwd_impl<1>(xp, tp, op, n, lv); break;
+    case 2: fwd_impl<2>(xp, tp, op, n, lv); break;
+    case 4: fwd_impl<4>(xp, tp, op, n, lv); break;
+    case 8: fwd_impl<8>(xp, tp, op, n, lv); break;
+    default: TORCH_CHECK(false, "n_features_per_level must be 1, 2, 4 or 8");
+  }
+  return out;
+}
+
+at::Tensor hash_encode_backward(at::Tensor grad_out, at::Tensor x, at::Tensor offsets, at::Tensor scales,
+                                at::Tensor res, int64_t n_features, int64_t n_params) {
+  CHECK_CPU_FLOAT(grad_out);
+  CHECK_CPU_FLOAT(x);
+  auto lv = make_levels(offsets, scales, res);
+  const int64_t n = x.size(0);
+  auto grad = at::empty({n_params}, x.options());
+  const float* gp = grad_out.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  float* tp = grad.data_ptr<float>();
+  switch (n_features) {
+    case 1: bwd_impl<1>(gp, xp, tp, n, lv); break;
+    case 2: bwd_impl<2>(gp, xp, tp, n, lv); break;
+    case 4: bwd_impl<4>(gp, xp, tp, n, lv); break;
+    case 8: bwd_impl<8>(gp, xp, tp, n, lv); break;
+    default: TORCH_CHECK(false, "n_features_per_level must be 1, 2, 4 or 8");
+  }
+  return grad;
+}

@@ -1,0 +1,195 @@
+"""Fitting a field to posed images: the training loop behind ``nfkit fit``.
+
+Data flow per step: random pixels of all training images -> rays -> occupancy-grid samples -> field ->
+compositing (random background per ray for RGBA data) -> MSE loss -> Adam. The sample budget per step is
+fixed (``samples_per_step``); the number of rays adapts to it, as in nerfacc's examples.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field as dc_field
+from pathlib import Path
+
+import torch
+
+from nfkit import fields
+from nfkit.checkpoint import load_checkpoint, save_checkpoint
+from nfkit.datasets import SceneData, composite
+from nfkit.errors import NfkitError
+from nfkit.evaluation import evaluate
+from nfkit.renderers import OccupancyGrid, RenderOptions, default_step_size, pixel_rays, render_rays
+
+
+@dataclass
+class FitConfig:
+    """Options of ``nfkit fit`` (every field is a CLI flag)."""
+
+    data: str = ""
+    out: str = "outputs/fit"
+    field: str = "hashgrid"
+    steps: int = 5000
+    max_seconds: float = 0.0  # 0: no time limit
+    resume: bool = False
+    samples_per_step: int = 1 << 16
+    lr: float = 1e-2
+    grid_resolution: int = 64
+    n_steps_per_ray: int = 256  # marching step = AABB diagonal / this
+    max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
+    checkpoint_seconds: float = 60.0
+    eval_views: int = 0  # 0: all test views
+    seed: int = 0
+    log2_hashmap_size: int = 0  # 0: the family's default
+    field_options: dict = dc_field(default_factory=dict)  # extra field config overrides (key -> value)
+
+
+def field_overrides(cfg: FitConfig) -> dict:
+    over = dict(cfg.field_options)
+    if cfg.log2_hashmap_size:
+        over["log2_hashmap_size"] = cfg.log2_hashmap_size
+    return over
+
+
+class Trainer:
+    def __init__(self, cfg: FitConfig, train: SceneData, test: SceneData | None, progress: bool = True):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.train, self.test, self.progress = cfg, train, test, progress
+        self.out = Path(cfg.out)
+        self.field = fields.build_field(cfg.field, field_overrides(cfg), train.aabb)
+        self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution)
+        self.opts = RenderOptions(step_size=default_step_size(train.aabb, cfg.n_steps_per_ray))
+        enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
+        rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
+        groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=1e-15, betas=(0.9, 0.99))
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self._prepare_pixels()
+        self.step, self.elapsed, self.n_rays = 0, 0.0, 1024
+        self.history: list[dict] = []
+
+    def _prepare_pixels(self):
+        imgs = self.train.images
+        n, h, w, c = imgs.shape
+        self.pixels = imgs.reshape(-1, c)
+        ii, vv, uu = torch.meshgrid(torch.arange(n), torch.arange(h), torch.arange(w), indexing="ij")
+        self.pix_cam, self.pix_v, self.pix_u = ii.reshape(-1), vv.reshape(-1), uu.reshape(-1)
+        self.has_alpha = c == 4
+
+    def normalization(self) -> dict:
+        return {"transform": self.train.transform.tolist(), "scale": float(self.train.scale)}
+
+    def lr_factor(self, progress: float) -> float:
+        """Short warm-up, then exponential decay to 3% of the base rate at the end of the run."""
+        warm = min(1.0, (self.step + 1) / 50)
+        return warm * (0.03 ** min(1.0, progress))
+
+    def progress_fraction(self) -> float:
+        p = self.step / max(1, self.cfg.steps)
+        if self.cfg.max_seconds > 0:
+            p = max(p, self.elapsed / self.cfg.max_seconds)
+        return min(1.0, p)
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        sel = torch.randint(0, self.pixels.shape[0], (self.n_rays,))
+        rays_o, rays_d = pixel_rays(self.train.cameras, self.pix_cam[sel], self.pix_u[sel], self.pix_v[sel])
+        px = self.pixels[sel]
+        bg = torch.rand(self.n_rays, 3) if self.has_alpha else None
+        target = composite(px, bg) if self.has_alpha else px
+        self.grid.update(self.step, self.field.density, self.opts.step_size)
+        out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)
+        loss = torch.mean((out["rgb"] - target) ** 2)
+        self.optimizer.zero_grad(set_to_none=True)
+        if out["n_samples"] > 0:
+            loss.backward()
+            f = self.lr_factor(self.progress_fraction())
+            for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
+                g["lr"] = lr0 * f
+            self.optimizer.step()
+        n_s = max(1, out["n_samples"])
+        self.n_rays = int(min(1 << 16, max(256, self.n_rays * cfg.samples_per_step / n_s)))
+        return {"loss": loss.item(), "samples": out["n_samples"]}
+
+    def done(self) -> bool:
+        if self.step >= self.cfg.steps:
+            return True
+        return self.cfg.max_seconds > 0 and self.elapsed >= self.cfg.max_seconds
+
+    def checkpoint(self):
+        save_checkpoint(self.out / "checkpoint", self.field, self.grid, self.optimizer,
+                        {"step": self.step, "elapsed": self.elapsed, "n_rays": self.n_rays,
+                         "samples": self.total_samples}, self.normalization())
+
+    def resume(self):
+        loop = load_checkpoint(self.out / "checkpoint", self.field, self.grid, self.optimizer)
+        self.step, self.elapsed, self.n_rays = loop["step"], loop["elapsed"], loop["n_rays"]
+        self.total_samples = loop.get("samples", 0)
+
+    def fit(self, callback=None):
+        """Run until ``steps`` or ``max_seconds``. ``callback(trainer)`` runs after each step (not timed)."""
+        from tqdm import tqdm
+
+        self.total_samples = getattr(self, "total_samples", 0)
+        if self.cfg.resume:
+            self.resume()
+        total = self.cfg.steps
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, dynamic_ncols=True,
+                   desc=f"fit {self.cfg.field}", unit="step")
+        last_ckpt = time.perf_counter()
+        ema_loss = None
+        try:
+            while not self.done():
+                t0 = time.perf_counter()
+                self.field.train()
+                stats = self.train_step()
+                self.step += 1
+                self.elapsed += time.perf_counter() - t0
+                self.total_samples += stats["samples"]
+                ema_loss = stats["loss"] if ema_loss is None else 0.9 * ema_loss + 0.1 * stats["loss"]
+                if self.step % 10 == 0 or self.done():
+                    psnr = -10 * math.log10(max(ema_loss, 1e-10))
+                    sps = self.total_samples / max(self.elapsed, 1e-9)
+                    post = {"loss": f"{ema_loss:.4f}", "psnr": f"{psnr:.2f}", "samples/s": f"{sps / 1e3:.0f}k"}
+                    if self.cfg.max_seconds > 0:
+                        post["left"] = f"{max(0.0, self.cfg.max_seconds - self.elapsed):.0f}s"
+                    bar.set_postfix(post, refresh=False)
+                bar.update(1)
+                if callback is not None:
+                    callback(self)
+                if time.perf_counter() - last_ckpt > self.cfg.checkpoint_seconds:
+                    self.checkpoint()
+                    last_ckpt = time.perf_counter()
+        except KeyboardInterrupt:
+            bar.close()
+            self.checkpoint()
+            raise NfkitError(f"interrupted at step {self.step}; checkpoint saved in {self.out / 'checkpoint'} "
+                             "(continue with --resume)") from None
+        bar.close()
+        self.checkpoint()
+
+    def evaluate(self, write_renders: bool = True) -> dict:
+        if self.test is None:
+            return {}
+        return evaluate(self.field, self.grid, self.test, self.opts, self.out / "renders" if write_renders else None,
+                        self.cfg.eval_views)
+
+    def write_outputs(self, metrics_extra: dict | None = None) -> dict:
+        field_path = self.out / "field.safetensors"
+        fields.save(self.field, field_path, normalization=self.normalization(),
+                    info={"step": self.step, "train_seconds": self.elapsed, "source": self.train.source},
+                    extra_tensors={f"occgrid.{k}": v for k, v in self.grid.state_dict().items()})
+        ev = self.evaluate()
+        metrics = {
+            "psnr": ev.get("psnr"), "ssim": ev.get("ssim"), "steps": self.step,
+            "train_seconds": round(self.elapsed, 2),
+            "samples_per_second": round(self.total_samples / max(self.elapsed, 1e-9), 1),
+            "n_params": sum(p.numel() for p in self.field.parameters()), "field": str(field_path),
+            "family": self.cfg.field, "eval_views": ev.get("n_views", 0), "config": asdict(self.cfg),
+        }
+        metrics.update(metrics_extra or {})
+        tmp = self.out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, self.out / "metrics.json")
+        return metrics

@@ -3,7 +3,8 @@
 :func:`load` builds ``csrc/*.cpp`` with ``torch.utils.cpp_extension`` on first use (ninja, cached under
 ``~/.cache/nfkit/kernels/<hash>``, keyed by the sources, torch version and CPU) and returns the module. If no
 compiler is available, or ``NFKIT_NO_KERNELS=1`` is set, it warns once and returns ``None``; every caller then
-uses its pure-torch reference.
+uses its pure-torch reference. Loading also raises glibc's mmap/trim thresholds (see ``csrc/malloc_tuning.cpp``;
+``NFKIT_NO_MALLOPT=1`` opts out), which removes page-fault costs from the large tensors of every training step.
 """
 from __future__ import annotations
 
@@ -67,6 +68,10 @@ def load():
                 stacklevel=2,
             )
             mod = None
+        if mod is not None and os.environ.get("NFKIT_NO_MALLOPT", "0") in ("", "0"):
+            # Large tensors are allocated and freed every step; keep them in the heap instead of mmap/munmap
+            # (avoids page faults on each first touch). 1 GiB thresholds; NFKIT_NO_MALLOPT=1 opts out.
+            mod.tune_malloc(1 << 30, 1 << 30)
         _state["mod"] = mod
         return mod
 

@@ -9,8 +9,11 @@ at::Tensor hash_encode_backward(at::Tensor grad_out, at::Tensor x, at::Tensor of
 std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t_near, at::Tensor t_far,
                               at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res);
 
+bool tune_malloc(int64_t mmap_threshold, int64_t trim_threshold);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hash_encode_forward", &hash_encode_forward, "hash grid encoding forward [N,3] -> [N, L*F]");
   m.def("hash_encode_backward", &hash_encode_backward, "hash grid encoding backward -> dL/dparams");
+  m.def("tune_malloc", &tune_malloc, "raise glibc mmap/trim thresholds (keeps large blocks for reuse)");
   m.def("march", &march, "occupancy-grid ray marching -> (ray_indices, t_mid)");
 }

@@ -51,6 +51,8 @@ inline void corners(const Level& L, const float* p, uint32_t idx[8], float w[8])
   }
 }
 
+constexpr int BLOCK = 32;  // points whose corners are computed (and prefetched) before any is gathered
+
 template <int F>
 void fwd_impl(const float* x, const float* table, float* out, int64_t n, const std::vector<Level>& lv) {
   const int64_t nl = lv.size();
@@ -59,17 +61,23 @@ void fwd_impl(const float* x, const float* table, float* out, int64_t n, const s
     const Level L = lv[l];
     const float* t = table + L.offset * F;
     at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
-      uint32_t idx[8];
-      float w[8];
-      for (int64_t i = b; i < e; ++i) {
-        corners(L, x + 3 * i, idx, w);
-        float acc[F] = {0};
-        for (int c = 0; c < 8; ++c) {
-          const float* v = t + (int64_t)idx[c] * F;
-          for (int k = 0; k < F; ++k) acc[k] += w[c] * v[k];
+      uint32_t idx[BLOCK][8];
+      float w[BLOCK][8];
+      for (int64_t i0 = b; i0 < e; i0 += BLOCK) {
+        const int m = (int)std::min<int64_t>(BLOCK, e - i0);
+        for (int j = 0; j < m; ++j) {
+          corners(L, x + 3 * (i0 + j), idx[j], w[j]);
+          for (int c = 0; c < 8; c += 2) __builtin_prefetch(t + (int64_t)idx[j][c] * F);
         }
-        float* o = out + i * nl * F + l * F;
-        for (int k = 0; k < F; ++k) o[k] = acc[k];
+        for (int j = 0; j < m; ++j) {
+          float acc[F] = {0};
+          for (int c = 0; c < 8; ++c) {
+            const float* v = t + (int64_t)idx[j][c] * F;
+            for (int k = 0; k < F; ++k) acc[k] += w[j][c] * v[k];
+          }
+          float* o = out + (i0 + j) * nl * F + l * F;
+          for (int k = 0; k < F; ++k) o[k] = acc[k];
+        }
       }
     });
   }
@@ -80,21 +88,30 @@ void bwd_impl(const float* go, const float* x, float* gt, int64_t n, const std::
   const int64_t nl = lv.size();
   // Each thread owns whole levels, so table gradients need no atomics or per-thread copies.
   at::parallel_for(0, nl, 1, [&](int64_t lb, int64_t le) {
-    uint32_t idx[8];
-    float w[8];
+    uint32_t idx[BLOCK][8];
+    float w[BLOCK][8];
+    int64_t pts[BLOCK];
     for (int64_t l = lb; l < le; ++l) {
       const Level L = lv[l];
       float* g = gt + L.offset * F;
       std::fill(g, g + (int64_t)L.size * F, 0.f);  // zeroed by the owning thread: parallel, cache-warm
-      for (int64_t i = 0; i < n; ++i) {
-        const float* gi = go + i * nl * F + l * F;
-        bool any = false;
-        for (int k = 0; k < F; ++k) any |= gi[k] != 0.f;
-        if (!any) continue;
-        corners(L, x + 3 * i, idx, w);
-        for (int c = 0; c < 8; ++c) {
-          float* v = g + (int64_t)idx[c] * F;
-          for (int k = 0; k < F; ++k) v[k] += w[c] * gi[k];
+      for (int64_t i0 = 0; i0 < n;) {
+        int m = 0;
+        for (; i0 < n && m < BLOCK; ++i0) {
+          const float* gi = go + i0 * nl * F + l * F;
+          bool any = false;
+          for (int k = 0; k < F; ++k) any |= gi[k] != 0.f;
+          if (!any) continue;  // e.g. samples outside the AABB or pruned
+          corners(L, x + 3 * i0, idx[m], w[m]);
+          for (int c = 0; c < 8; c += 2) __builtin_prefetch(g + (int64_t)idx[m][c] * F, 1);
+          pts[m++] = i0;
+        }
+        for (int j = 0; j < m; ++j) {
+          const float* gi = go + pts[j] * nl * F + l * F;
+          for (int c = 0; c < 8; ++c) {
+            float* v = g + (int64_t)idx[j][c] * F;
+            for (int k = 0; k < F; ++k) v[k] += w[j][c] * gi[k];
+          }
         }
       }
     }

@@ -64,7 +64,7 @@ def bench_mlp(n: int):
 def bench_field(n: int, backend: str, ordered: bool):
     from nfkit.fields import build_field
 
-    field = build_field("hashgrid", {"backend": backend})
+    field = build_field("hashgrid", {"backend": backend, "log2_hashmap_size": 19, "max_resolution": 2048})
     if ordered:  # samples along 512 random rays through the box: the access pattern of training
         o = torch.randn(n // 128, 3)
         o = o / o.norm(dim=-1, keepdim=True) * 4

@@ -45,11 +45,25 @@ class FitConfig:
     field_options: dict = dc_field(default_factory=dict)  # extra field config overrides (key -> value)
 
 
-def field_overrides(cfg: FitConfig) -> dict:
+def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
+    """Field config from the CLI. For grid families the finest resolution follows the images unless given:
+    4x the larger image side as a power of two, between 256 and 2048 (finer levels than the pixels can
+    resolve only add hash collisions, which short CPU runs never average out)."""
     over = dict(cfg.field_options)
     if cfg.log2_hashmap_size:
         over["log2_hashmap_size"] = cfg.log2_hashmap_size
+    if cfg.field == "hashgrid" and image_side and "max_resolution" not in over:
+        over["max_resolution"] = int(min(2048, max(256, 2 ** math.ceil(math.log2(4 * image_side)))))
     return over
+
+
+def make_adam(groups, lr: float) -> torch.optim.Optimizer:
+    """Adam as instant-ngp (eps 1e-15, betas 0.9/0.99); the fused single-pass kernel when torch has it (~10x faster
+    on a CPU for a 10M-parameter hash table)."""
+    try:
+        return torch.optim.Adam(groups, lr=lr, eps=1e-15, betas=(0.9, 0.99), fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(groups, lr=lr, eps=1e-15, betas=(0.9, 0.99))
 
 
 class Trainer:
@@ -57,13 +71,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.cfg, self.train, self.test, self.progress = cfg, train, test, progress
         self.out = Path(cfg.out)
-        self.field = fields.build_field(cfg.field, field_overrides(cfg), train.aabb)
+        self.field = fields.build_field(cfg.field, field_overrides(cfg, max(train.images.shape[1:3])), train.aabb)
         self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution)
         self.opts = RenderOptions(step_size=default_step_size(train.aabb, cfg.n_steps_per_ray))
         enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
         rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
         groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
-        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr, eps=1e-15, betas=(0.9, 0.99))
+        self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()
         self.step, self.elapsed, self.n_rays = 0, 0.0, 1024

@@ -9,6 +9,10 @@ A field maps points in **normalised scene coordinates** (the dataset's normalise
 * ``field.aabb``: [2, 3] buffer, the region the field models;
 * ``field.kind``: ``"density"`` or ``"sdf"``;
 * ``field.config``: a dataclass that, with ``family``, rebuilds the field (:func:`build_field`).
+
+Optional fast path (used by the inference renderer when present): ``field.geometry(x)`` -> (sigma [N],
+features [N, K]) and ``field.color(features, d)`` -> rgb [N, 3], so colour is computed only where it matters
+without re-evaluating the geometry.
 """
 from __future__ import annotations
 

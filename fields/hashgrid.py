@@ -59,7 +59,15 @@ class HashGridField(Field):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         return self._geometry(x)[0]
 
+    def geometry(self, x: torch.Tensor):
+        """Optional fast path of the protocol: (sigma [N], features [N, K]) to hand to :meth:`color` later."""
+        return self._geometry(x)
+
+    def color(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """feats from :meth:`geometry`, d: [N, 3] unit -> rgb [N, 3]."""
+        sh = sh_encode(d, self.config.sh_degree).to(feats.dtype)
+        return torch.sigmoid(self.color_net(torch.cat([sh, feats], -1)))
+
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> FieldOutput:
         sigma, h = self._geometry(x)
-        rgb = torch.sigmoid(self.color_net(torch.cat([sh_encode(d, self.config.sh_degree), h], -1)))
-        return FieldOutput(sigma, rgb, h[:, 1:])
+        return FieldOutput(sigma, self.color(h, d), h[:, 1:])

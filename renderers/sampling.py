@@ -26,17 +26,19 @@ def uniform_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, stratifie
 
 
 def march_reference(rays_o, rays_d, t_near, t_far, jitter, step: float, binary: torch.Tensor, aabb: torch.Tensor,
-                    resolution: int):
+                    resolution: int, max_per_ray: int = 0):
     """Pure torch. rays_o, rays_d: [R, 3]; t_near, t_far, jitter: [R]; binary: [res^3] bool.
 
-    Returns packed ``ray_indices`` [S] long, ``t_starts`` [S], ``t_ends`` [S], rays in increasing order.
+    Returns packed ``ray_indices`` [S] long, ``t_mid`` [S] (rays in increasing order) and ``t_next`` [R]: where a
+    capped walk (``max_per_ray`` > 0 samples per ray) continues, or ``t_far`` when the ray was walked to its end.
     """
     n_rays = rays_o.shape[0]
     span = (t_far - t_near).clamp_min(0)
     k_max = int(math.ceil(float(span.max()) / step)) + 1 if n_rays else 0
+    t_next = t_far.clone()
     if k_max <= 0:
         e = torch.zeros(0, device=rays_o.device)
-        return e.long(), e, e
+        return e.long(), e, t_next
     ray_ids, out_t = [], []
     chunk = max(1, (1 << 22) // k_max)
     k = torch.arange(k_max, device=rays_o.device, dtype=torch.float32)
@@ -50,12 +52,33 @@ def march_reference(rays_o, rays_d, t_near, t_far, jitter, step: float, binary: 
         ijk = (u * resolution).long().clamp(0, resolution - 1)
         flat = (ijk[..., 0] * resolution + ijk[..., 1]) * resolution + ijk[..., 2]
         keep = valid & inside & binary[flat]
+        if max_per_ray > 0:
+            rank = torch.cumsum(keep.long(), 1)
+            capped = keep & (rank == max_per_ray)  # the cap-th sample: continue right after it
+            keep = keep & (rank <= max_per_ray)
+            k_cap = torch.argmax(capped.long(), 1)
+            t_cont = t_near[sl] + (k_cap + 1).float() * step
+            t_next[sl] = torch.where(capped.any(1), t_cont, t_far[sl])
         r, _ = torch.nonzero(keep, as_tuple=True)
         ray_ids.append(r + s)
         out_t.append(t[keep])
-    ray_indices = torch.cat(ray_ids)
-    t = torch.cat(out_t)
-    return ray_indices, t - step * 0.5, t + step * 0.5
+    return torch.cat(ray_ids), torch.cat(out_t), t_next
+
+
+def march_segment(rays_o, rays_d, t_near, t_far, jitter, step: float, grid, max_per_ray: int = 0,
+                  backend: str = "auto"):
+    """Dispatch of :func:`march_reference` (same arguments, ``grid``: :class:`OccupancyGrid`) to the C++ kernel."""
+    if backend != "torch" and rays_o.device.type == "cpu":
+        from nfkit import kernels
+
+        ops = kernels.load()
+        if ops is not None:
+            ri, ts, t_next = ops.march(rays_o.float().contiguous(), rays_d.float().contiguous(), t_near.contiguous(),
+                                       t_far.contiguous(), jitter.contiguous(), float(step), grid.binary.contiguous(),
+                                       grid.aabb.contiguous(), grid.resolution, int(max_per_ray))
+            return ri, ts, t_next
+    return march_reference(rays_o, rays_d, t_near, t_far, jitter, step, grid.binary, grid.aabb, grid.resolution,
+                           max_per_ray)
 
 
 def march(rays_o, rays_d, grid, step: float, stratified: bool = False, near: float = 0.0, backend: str = "auto"):
@@ -66,13 +89,5 @@ def march(rays_o, rays_d, grid, step: float, stratified: bool = False, near: flo
     t_near, t_far = ray_aabb(rays_o, rays_d, grid.aabb)
     t_near = t_near.clamp_min(near)
     jitter = torch.rand_like(t_near) if stratified else torch.full_like(t_near, 0.5)
-    if backend != "torch" and rays_o.device.type == "cpu":
-        from nfkit import kernels
-
-        ops = kernels.load()
-        if ops is not None:
-            ri, ts = ops.march(rays_o.float().contiguous(), rays_d.float().contiguous(), t_near.contiguous(),
-                               t_far.contiguous(), jitter.contiguous(), float(step), grid.binary.contiguous(),
-                               grid.aabb.contiguous(), grid.resolution)
-            return ri, ts - step * 0.5, ts + step * 0.5
-    return march_reference(rays_o, rays_d, t_near, t_far, jitter, step, grid.binary, grid.aabb, grid.resolution)
+    ri, t, _ = march_segment(rays_o, rays_d, t_near, t_far, jitter, step, grid, 0, backend)
+    return ri, t - step * 0.5, t + step * 0.5

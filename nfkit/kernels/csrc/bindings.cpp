@@ -7,7 +7,8 @@ at::Tensor hash_encode_backward(at::Tensor grad_out, at::Tensor x, at::Tensor of
                                 at::Tensor res, int64_t n_features, int64_t n_params);
 
 std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t_near, at::Tensor t_far,
-                              at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res);
+                              at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res,
+                              int64_t max_per_ray);
 
 bool tune_malloc(int64_t mmap_threshold, int64_t trim_threshold);
 

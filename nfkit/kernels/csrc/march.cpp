@@ -22,7 +22,8 @@ struct Grid {
 }  // namespace
 
 std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t_near, at::Tensor t_far,
-                              at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res) {
+                              at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res,
+                              int64_t max_per_ray) {
   CHECK_CPU_FLOAT(rays_o);
   CHECK_CPU_FLOAT(rays_d);
   CHECK_CPU_FLOAT(t_near);
@@ -46,14 +47,20 @@ std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t
   const float st = (float)step;
   auto counts = at::zeros({n + 1}, at::kLong);
   int64_t* cnt = counts.data_ptr<int64_t>();
-  // Same float arithmetic as the reference: t = t_near + (k + jitter) * step.
-  auto walk = [&](int64_t r, auto&& emit) {
+  const int64_t cap = max_per_ray > 0 ? max_per_ray : INT64_MAX;
+  // Same float arithmetic as the reference: t = t_near + (k + jitter) * step. Returns the lattice index after
+  // the last sample visited (the place to continue from when the cap stopped the walk), or -1 at t_far.
+  auto walk = [&](int64_t r, auto&& emit) -> int64_t {
     const float* ro = o + 3 * r;
     const float* rd = dd + 3 * r;
+    int64_t c = 0;
     for (int64_t k = 0;; ++k) {
       float t = tn[r] + ((float)k + jt[r]) * st;
-      if (!(t < tf[r])) break;
-      if (g.occupied(ro[0] + t * rd[0], ro[1] + t * rd[1], ro[2] + t * rd[2])) emit(t);
+      if (!(t < tf[r])) return -1;
+      if (g.occupied(ro[0] + t * rd[0], ro[1] + t * rd[1], ro[2] + t * rd[2])) {
+        emit(t);
+        if (++c >= cap) return k + 1;
+      }
     }
   };
   at::parallel_for(0, n, 256, [&](int64_t b, int64_t e) {
@@ -67,13 +74,16 @@ std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t
   const int64_t total = cnt[n];
   auto ray_idx = at::empty({total}, at::kLong);
   auto ts = at::empty({total}, rays_o.options());
+  auto t_next = at::empty({n}, rays_o.options());
   int64_t* ri = ray_idx.data_ptr<int64_t>();
   float* tp = ts.data_ptr<float>();
+  float* tnx = t_next.data_ptr<float>();
   at::parallel_for(0, n, 256, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       int64_t w = cnt[r];
-      walk(r, [&](float t) { ri[w] = r; tp[w] = t; ++w; });
+      int64_t k = walk(r, [&](float t) { ri[w] = r; tp[w] = t; ++w; });
+      tnx[r] = k < 0 ? tf[r] : tn[r] + (float)k * st;
     }
   });
-  return {ray_idx, ts};
+  return {ray_idx, ts, t_next};
 }

@@ -64,11 +64,12 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     n = rays_o.shape[0]
     t_near, t_far = ray_aabb(rays_o, rays_d, grid.aabb)
     t_cur = t_near.clamp_min(opts.near)
-    trans = torch.ones(n)
-    rgb, depth = torch.zeros(n, 3), torch.zeros(n)
+    dev = rays_o.device
+    trans = torch.ones(n, device=dev)
+    rgb, depth = torch.zeros(n, 3, device=dev), torch.zeros(n, device=dev)
     alive = torch.nonzero(t_cur < t_far).flatten()
     k, n_samples = first_round, 0
-    half = torch.full((n,), 0.5)
+    half = torch.full((n,), 0.5, device=dev)
     fast = hasattr(field, "geometry") and hasattr(field, "color")
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16 and rays_o.device.type == "cpu")
     while alive.numel():

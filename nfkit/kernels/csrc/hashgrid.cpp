@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <memory>
 
 namespace {
 
@@ -56,36 +57,50 @@ constexpr int BLOCK = 32;  // points whose corners are computed (and prefetched)
 template <int F>
 void fwd_impl(const float* x, const float* table, float* out, int64_t n, const std::vector<Level>& lv) {
   const int64_t nl = lv.size();
-  // Level-major: one level's table stays in cache while all points visit it.
-  for (int64_t l = 0; l < nl; ++l) {
-    const Level L = lv[l];
-    const float* t = table + L.offset * F;
-    at::parallel_for(0, n, 2048, [&](int64_t b, int64_t e) {
-      uint32_t idx[BLOCK][8];
-      float w[BLOCK][8];
-      for (int64_t i0 = b; i0 < e; i0 += BLOCK) {
-        const int m = (int)std::min<int64_t>(BLOCK, e - i0);
-        for (int j = 0; j < m; ++j) {
-          corners(L, x + 3 * (i0 + j), idx[j], w[j]);
-          for (int c = 0; c < 8; c += 2) __builtin_prefetch(t + (int64_t)idx[j][c] * F);
-        }
-        for (int j = 0; j < m; ++j) {
-          float acc[F] = {0};
-          for (int c = 0; c < 8; ++c) {
-            const float* v = t + (int64_t)idx[j][c] * F;
-            for (int k = 0; k < F; ++k) acc[k] += w[j][c] * v[k];
+  // Chunks of points x all levels: a chunk's output rows (CHUNK * nl * F floats) stay in L2 while every level
+  // visits them; within a level, BLOCK points' corners are computed and prefetched before any is gathered.
+  constexpr int64_t CHUNK = 2048;
+  at::parallel_for(0, (n + CHUNK - 1) / CHUNK, 1, [&](int64_t cb, int64_t ce) {
+    uint32_t idx[BLOCK][8];
+    float w[BLOCK][8];
+    for (int64_t ch = cb; ch < ce; ++ch) {
+      const int64_t b = ch * CHUNK, e = std::min(n, b + CHUNK);
+      for (int64_t l = 0; l < nl; ++l) {
+        const Level L = lv[l];
+        const float* t = table + L.offset * F;
+        for (int64_t i0 = b; i0 < e; i0 += BLOCK) {
+          const int m = (int)std::min<int64_t>(BLOCK, e - i0);
+          for (int j = 0; j < m; ++j) {
+            corners(L, x + 3 * (i0 + j), idx[j], w[j]);
+            for (int c = 0; c < 8; c += 2) __builtin_prefetch(t + (int64_t)idx[j][c] * F);
           }
-          float* o = out + (i0 + j) * nl * F + l * F;
-          for (int k = 0; k < F; ++k) o[k] = acc[k];
+          for (int j = 0; j < m; ++j) {
+            float acc[F] = {0};
+            for (int c = 0; c < 8; ++c) {
+              const float* v = t + (int64_t)idx[j][c] * F;
+              for (int k = 0; k < F; ++k) acc[k] += w[j][c] * v[k];
+            }
+            float* o = out + (i0 + j) * nl * F + l * F;
+            for (int k = 0; k < F; ++k) o[k] = acc[k];
+          }
         }
       }
-    });
-  }
+    }
+  });
 }
 
 template <int F>
-void bwd_impl(const float* go, const float* x, float* gt, int64_t n, const std::vector<Level>& lv) {
+void bwd_impl(const float* go_rows, const float* x, float* gt, int64_t n, const std::vector<Level>& lv) {
   const int64_t nl = lv.size();
+  // Level-major copy of the incoming gradient, so each level's pass reads it contiguously instead of striding
+  // through every row (16 strided passes over [N, L*F] cost more than the scatter itself).
+  std::unique_ptr<float[]> go_t(new float[(size_t)(nl * n * F)]);  // no zero-fill: every entry is written
+  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int64_t l = 0; l < nl; ++l)
+        for (int k = 0; k < F; ++k) go_t[(l * n + i) * F + k] = go_rows[i * nl * F + l * F + k];
+  });
+  const float* go = go_t.get();
   // Each thread owns whole levels, so table gradients need no atomics or per-thread copies.
   at::parallel_for(0, nl, 1, [&](int64_t lb, int64_t le) {
     uint32_t idx[BLOCK][8];
@@ -98,7 +113,7 @@ void bwd_impl(const float* go, const float* x, float* gt, int64_t n, const std::
       for (int64_t i0 = 0; i0 < n;) {
         int m = 0;
         for (; i0 < n && m < BLOCK; ++i0) {
-          const float* gi = go + i0 * nl * F + l * F;
+          const float* gi = go + (l * n + i0) * F;
           bool any = false;
           for (int k = 0; k < F; ++k) any |= gi[k] != 0.f;
           if (!any) continue;  // e.g. samples outside the AABB or pruned
@@ -107,7 +122,7 @@ void bwd_impl(const float* go, const float* x, float* gt, int64_t n, const std::
           pts[m++] = i0;
         }
         for (int j = 0; j < m; ++j) {
-          const float* gi = go + pts[j] * nl * F + l * F;
+          const float* gi = go + (l * n + pts[j]) * F;
           for (int c = 0; c < 8; ++c) {
             float* v = g + (int64_t)idx[j][c] * F;
             for (int k = 0; k < F; ++k) v[k] += w[j][c] * gi[k];

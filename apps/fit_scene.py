@@ -46,11 +46,23 @@ def run(ns: argparse.Namespace) -> dict:
 
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, train, test, progress=not ns.quiet)
+    _sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
     trainer.fit()
     metrics = trainer.write_outputs()
     summary = {k: metrics[k] for k in ("psnr", "ssim", "steps", "train_seconds", "samples_per_second", "n_params")}
     print(f"nfkit fit: {json.dumps(summary)}  -> {cfg.out}/metrics.json")
     return metrics
+
+
+def _sigterm_as_interrupt() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv=None) -> int:

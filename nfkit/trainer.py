@@ -148,9 +148,10 @@ class Trainer:
         self.total_samples = getattr(self, "total_samples", 0)
         if self.cfg.resume:
             self.resume()
-        total = self.cfg.steps
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, dynamic_ncols=True,
-                   desc=f"fit {self.cfg.field}", unit="step")
+        # The bar counts progress in 0.1% of whichever limit binds first (steps or seconds), so its ETA is right.
+        bar = tqdm(total=1000, initial=int(1000 * self.progress_fraction()), disable=not self.progress,
+                   dynamic_ncols=True, desc=f"fit {self.cfg.field}", unit="‰",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
         last_ckpt = time.perf_counter()
         ema_loss = None
         try:
@@ -165,11 +166,10 @@ class Trainer:
                 if self.step % 10 == 0 or self.done():
                     psnr = -10 * math.log10(max(ema_loss, 1e-10))
                     sps = self.total_samples / max(self.elapsed, 1e-9)
-                    post = {"loss": f"{ema_loss:.4f}", "psnr": f"{psnr:.2f}", "samples/s": f"{sps / 1e3:.0f}k"}
-                    if self.cfg.max_seconds > 0:
-                        post["left"] = f"{max(0.0, self.cfg.max_seconds - self.elapsed):.0f}s"
+                    post = {"step": self.step, "loss": f"{ema_loss:.4f}", "psnr": f"{psnr:.2f}",
+                            "samples/s": f"{sps / 1e3:.0f}k"}
                     bar.set_postfix(post, refresh=False)
-                bar.update(1)
+                bar.update(int(1000 * self.progress_fraction()) - bar.n)
                 if callback is not None:
                     callback(self)
                 if time.perf_counter() - last_ckpt > self.cfg.checkpoint_seconds:

@@ -27,6 +27,7 @@ def _build_dir() -> Path:
     for f in sorted(_SRC.iterdir()):
         h.update(f.name.encode())
         h.update(f.read_bytes())
+    h.update(str(_SRC.resolve()).encode())  # ninja files hold absolute paths: one build per checkout
     h.update(torch.__version__.encode())
     h.update(platform.machine().encode())
     try:

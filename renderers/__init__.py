@@ -3,12 +3,13 @@ from nfkit.renderers.cameras import Cameras, image_rays, opencv_to_opengl, openg
 from nfkit.renderers.compositing import composite_batched, composite_packed, weights_from_alpha, weights_from_density
 from nfkit.renderers.loading import camera_from_pose, load_renderable
 from nfkit.renderers.occupancy import OccupancyGrid
-from nfkit.renderers.render import RenderOptions, default_step_size, render_image, render_rays
+from nfkit.renderers.density_cache import DensityCache
+from nfkit.renderers.render import RenderOptions, default_step_size, preview_options, render_image, render_rays
 from nfkit.renderers.sampling import march, march_reference, uniform_samples
 
 __all__ = [
     "Cameras", "image_rays", "pixel_rays", "ray_aabb", "opencv_to_opengl", "opengl_to_opencv",
     "composite_packed", "composite_batched", "weights_from_density", "weights_from_alpha",
     "OccupancyGrid", "RenderOptions", "default_step_size", "render_rays", "render_image",
-    "march", "march_reference", "uniform_samples", "load_renderable", "camera_from_pose",
+    "march", "march_reference", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
 ]

@@ -4,17 +4,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_maps_folders_under_nfkit(tmp_path):
     """`pip wheel .` (what `pip install .` installs) holds nfkit/fields etc. and no top-level fields/datasets."""
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                         str(tmp_path), str(ROOT)], capture_output=True, text=True)
-    if r.returncode != 0 and "No module named" in r.stderr:
-        pytest.skip(f"cannot build a wheel here: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr
     wheel = next(tmp_path.glob("nfkit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nfkit.errors import DatasetError
+from nfkit.errors import DatasetError, SplitNotFound
 
 from .build import build_scene, cube_aabb
 from .scene import SceneData
@@ -47,7 +47,7 @@ def split_files(root: Path, split: str) -> list[Path]:
     if split == "val" and not path.is_file() and (root / "transforms_test.json").is_file():
         path = root / "transforms_test.json"
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found (Blender dataset without a '{split}' split)")
+        raise SplitNotFound(f"{path}: file not found (Blender dataset without a '{split}' split)")
     return [path]
 
 

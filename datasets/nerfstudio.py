@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nfkit.errors import DatasetError
+from nfkit.errors import DatasetError, SplitNotFound
 
 from .build import build_scene, cube_aabb
 from .normalize import apply_similarity, normalize_poses
@@ -61,7 +61,7 @@ def select_split(path: Path, meta: dict, refs: list[FrameRef], split: str) -> li
         idx = [i for i in range(n) if (i % HOLDOUT_EVERY == 0) == held_out]
         rule = f"every {HOLDOUT_EVERY}th frame held out"
     if not idx:
-        raise DatasetError(f"{path}: split {split!r} has no frames ({n} frames in the file, {rule})")
+        raise SplitNotFound(f"{path}: split {split!r} has no frames ({n} frames in the file, {rule})")
     return idx
 
 

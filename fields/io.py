@@ -59,13 +59,31 @@ def read_header(path) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise FieldFileError(f"{path}: corrupt nfkit metadata (invalid JSON)") from None
-    if meta.get("format") != FORMAT:
-        raise FieldFileError(f"{path}: not an nfkit field file (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise FieldFileError(f"{path}: not an nfkit field file (format {fmt!r})")
     ver = meta.get("format_version")
-    if not isinstance(ver, int) or ver > FORMAT_VERSION:
+    if not isinstance(ver, int) or isinstance(ver, bool) or ver < 1:
+        raise FieldFileError(f"{path}: corrupt nfkit metadata (format_version {ver!r} is not a positive integer)")
+    if ver > FORMAT_VERSION:
         raise FieldFileError(
             f"{path}: field file format version {ver} is newer than this nfkit supports ({FORMAT_VERSION}); upgrade nfkit")
+    problems = []
+    if not isinstance(meta.get("family"), str):
+        problems.append("'family' must be a string")
+    if not isinstance(meta.get("config", {}), dict):
+        problems.append("'config' must be an object")
+    aabb = meta.get("aabb")
+    if not (isinstance(aabb, list) and len(aabb) == 2 and all(isinstance(r, list) and len(r) == 3 and
+            all(isinstance(v, (int, float)) for v in r) for r in aabb)):
+        problems.append("'aabb' must be [[3 numbers], [3 numbers]]")
+    if problems:
+        raise FieldFileError(f"{path}: corrupt nfkit metadata ({'; '.join(problems)})")
     return meta
+
+
+def _one_line(e: Exception, n: int = 160) -> str:
+    return " ".join(str(e).split())[:n]
 
 
 def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
@@ -78,12 +96,17 @@ def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
         tensors = load_file(str(path), device=str(device))
     except Exception as e:
         raise FieldFileError(f"{path}: truncated or corrupt field file ({str(e)[:120]})") from None
-    field = build_field(meta["family"], meta["config"], torch.tensor(meta["aabb"]))
+    try:
+        field = build_field(meta["family"], meta.get("config", {}), torch.tensor(meta["aabb"], dtype=torch.float32))
+    except FieldFileError as e:
+        raise FieldFileError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise FieldFileError(f"{path}: config does not build a {meta['family']} field ({_one_line(e)})") from None
     state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
     try:
         field.load_state_dict(state)
     except RuntimeError as e:
-        raise FieldFileError(f"{path}: tensors do not match the {meta['family']} config ({str(e)[:160]})") from None
+        raise FieldFileError(f"{path}: tensors do not match the {meta['family']} config ({_one_line(e)})") from None
     field.to(device).eval()
     if return_extras:
         return field, meta, {k: v for k, v in tensors.items() if not k.startswith("field.")}

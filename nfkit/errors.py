@@ -11,3 +11,7 @@ class DatasetError(NfkitError):
 
 class FieldFileError(NfkitError):
     """A field file is missing, truncated, not a field, or of an unsupported format version."""
+
+
+class SplitNotFound(DatasetError):
+    """The dataset is readable but has no frames for the requested split (e.g. no held-out views)."""

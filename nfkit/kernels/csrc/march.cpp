@@ -6,10 +6,10 @@ namespace {
 
 struct Grid {
   const bool* bin;
-  float lo[3], inv[3];
+  float lo[3], ext[3];
   int res;
   inline bool occupied(float x, float y, float z) const {
-    float u[3] = {(x - lo[0]) * inv[0], (y - lo[1]) * inv[1], (z - lo[2]) * inv[2]};
+    float u[3] = {(x - lo[0]) / ext[0], (y - lo[1]) / ext[1], (z - lo[2]) / ext[2]};  // as the reference
     int ijk[3];
     for (int d = 0; d < 3; ++d) {
       if (!(u[d] >= 0.f && u[d] < 1.f)) return false;
@@ -37,7 +37,7 @@ std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t
   auto a = aabb.accessor<float, 2>();
   for (int d = 0; d < 3; ++d) {
     g.lo[d] = a[0][d];
-    g.inv[d] = 1.f / (a[1][d] - a[0][d]);
+    g.ext[d] = a[1][d] - a[0][d];
   }
   const float* o = rays_o.data_ptr<float>();
   const float* dd = rays_d.data_ptr<float>();

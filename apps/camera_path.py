@@ -1,6 +1,4 @@
-"""Camera paths (keyframes -> smooth trajectory -> mp4) and the frame renderer shared with the viewer.
-
-``nfkit render FIELD --path path.json --out video.mp4``.
+"""Camera paths: keyframes -> smooth trajectory -> mp4, and ``nfkit render FIELD --path path.json --out video.mp4``.
 
 Path file (JSON, ``version`` 1)::
 
@@ -8,15 +6,12 @@ Path file (JSON, ``version`` 1)::
      "keyframes": [{"c2w": [[...4 floats...] x 4]}, ...]}
 
 ``c2w`` is a 4x4 camera-to-world matrix in the field's normalised world, **OpenGL** camera axes (+X right, +Y up,
-looking down -Z), as :class:`nfkit.renderers.Cameras`. ``fov_deg`` is the vertical field of view.
-
-Viser's cameras use **OpenCV** axes (+X right, +Y down, looking down +Z) with ``wxyz`` = the rotation
-``R_world_camera`` and ``position`` = the camera centre, so ``c2w_gl = [R_cv @ diag(1, -1, -1) | position]``
-(:func:`c2w_from_viser`, :func:`viser_from_c2w`).
+looking down -Z), as :class:`nfkit.renderers.Cameras`; ``fov_deg`` is the vertical field of view. (The viewer's
+keyframes come from viser's OpenCV-axes cameras through :func:`nfkit.apps.view_render.c2w_from_viser`.)
 
 Interpolation: positions by a uniform Catmull-Rom spline through the keyframes (end points repeated),
 rotations by slerp between consecutive keyframes, both on the same per-segment parameter; frames are spread
-evenly over the keyframe segments.
+evenly over the keyframe segments. Frames render with :func:`nfkit.apps.view_render.render_view` (exact marching).
 """
 from __future__ import annotations
 
@@ -28,84 +23,9 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from nfkit.apps.view_render import MODES, matrix_from_quat, quat_from_matrix, render_view, slerp
 from nfkit.errors import NfkitError
-
-MODES = ("rgb", "depth", "opacity", "normals")
-_FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes (its own inverse)
-
-
-# ---------------------------------------------------------------- rotations and camera conventions
-def quat_from_matrix(r: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation -> unit quaternion ``(w, x, y, z)`` with w >= 0 (Shepperd's method)."""
-    r = np.asarray(r, dtype=np.float64)
-    tr = np.trace(r)
-    cands = [tr, r[0, 0], r[1, 1], r[2, 2]]
-    k = int(np.argmax(cands))
-    if k == 0:
-        s = 2 * math.sqrt(max(tr + 1, 1e-12))
-        q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-    else:
-        i, j, m = k - 1, k % 3, (k + 1) % 3
-        s = 2 * math.sqrt(max(1 + r[i, i] - r[j, j] - r[m, m], 1e-12))
-        q = [0.0] * 4
-        q[0] = (r[m, j] - r[j, m]) / s
-        q[1 + i] = s / 4
-        q[1 + j] = (r[j, i] + r[i, j]) / s
-        q[1 + m] = (r[m, i] + r[i, m]) / s
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
-def matrix_from_quat(q: np.ndarray) -> np.ndarray:
-    """Quaternion ``(w, x, y, z)`` (any norm) -> [3, 3] rotation."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation of unit quaternions (shortest arc)."""
-    q0, q1 = np.asarray(q0, float), np.asarray(q1, float)
-    dot = float(q0 @ q1)
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + t * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(min(dot, 1.0))
-    return (math.sin((1 - t) * th) * q0 + math.sin(t * th) * q1) / math.sin(th)
-
-
-def c2w_from_viser(wxyz, position) -> np.ndarray:
-    """Viser camera (OpenCV axes; ``wxyz`` = R_world_camera, ``position`` in world) -> [4, 4] OpenGL c2w."""
-    m = np.eye(4)
-    m[:3, :3] = matrix_from_quat(wxyz) @ _FLIP
-    m[:3, 3] = np.asarray(position, dtype=np.float64)
-    return m
-
-
-def viser_from_c2w(c2w) -> tuple[np.ndarray, np.ndarray]:
-    """[4, 4] OpenGL c2w -> (``wxyz`` [4], ``position`` [3]) of a viser camera / frustum (OpenCV axes)."""
-    c2w = np.asarray(c2w, dtype=np.float64)
-    return quat_from_matrix(c2w[:3, :3] @ _FLIP), c2w[:3, 3].copy()
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """[4, 4] OpenGL c2w of a camera at ``eye`` looking at ``target`` with ``up`` roughly up in the image."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    f = target - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, up)
-    if np.linalg.norm(r) < 1e-9:
-        r = np.cross(f, [1.0, 0.0, 0.0] if abs(f[0]) < 0.9 else [0.0, 1.0, 0.0])
-    r /= np.linalg.norm(r)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = r, np.cross(r, f), -f, eye
-    return m
 
 
 # ---------------------------------------------------------------- path files
@@ -205,130 +125,15 @@ def interpolate(cam_path: CameraPath, n_frames: int | None = None) -> np.ndarray
     return out
 
 
-# ---------------------------------------------------------------- rendering one view in any mode
-class CroppedField:
-    """A field seen through a crop box ``[lo, hi]`` (world): zero density (SDF: far outside) beyond it.
-    Keeps the optional ``geometry``/``color`` fast path of the wrapped field."""
-
-    def __init__(self, field, lo, hi):
-        self.field, self.kind, self.aabb = field, getattr(field, "kind", "density"), field.aabb
-        self.lo, self.hi = torch.as_tensor(lo).float(), torch.as_tensor(hi).float()
-        if hasattr(field, "geometry") and hasattr(field, "color"):
-            self.geometry, self.color = self._geometry, field.color
-
-    def _cut(self, x, s):
-        inside = ((x >= self.lo) & (x <= self.hi)).all(-1)
-        return torch.where(inside, s, torch.full_like(s, 1e3 if self.kind == "sdf" else 0.0))
-
-    def density(self, x):
-        return self._cut(x, self.field.density(x))
-
-    def _geometry(self, x):
-        s, feats = self.field.geometry(x)
-        return self._cut(x, s), feats
-
-    def __call__(self, x, d):
-        out = self.field(x, d)
-        out.density = self._cut(x, out.density)
-        return out
-
-
-def cropped_grid(grid, lo, hi):
-    """A copy of the occupancy grid with the cells that do not touch the box ``[lo, hi]`` emptied."""
-    from nfkit.renderers import OccupancyGrid
-
-    r = grid.resolution
-    g = OccupancyGrid(grid.aabb, r)
-    a0, a1 = grid.aabb[0], grid.aabb[1]
-    cell = (a1 - a0) / r
-    idx = torch.arange(r, dtype=torch.float32)
-    ok = [((a0[k] + idx * cell[k]) <= float(hi[k])) & ((a0[k] + (idx + 1) * cell[k]) >= float(lo[k])) for k in range(3)]
-    mask = (ok[0][:, None, None] & ok[1][None, :, None] & ok[2][None, None, :]).reshape(-1)
-    g.density.copy_(grid.density)
-    g.binary.copy_(grid.binary & mask.to(grid.binary.device))
-    return g
-
-
-def colormap(x: torch.Tensor) -> torch.Tensor:
-    """[...] values in [0, 1] -> [..., 3] RGB (dark blue -> teal -> yellow, perceptually ordered)."""
-    stops = torch.tensor([[0.05, 0.03, 0.25], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
-                          [0.99, 0.91, 0.14]])
-    t = x.clamp(0, 1) * (len(stops) - 1)
-    i = t.floor().long().clamp(max=len(stops) - 2)
-    w = (t - i)[..., None]
-    return stops[i] * (1 - w) + stops[i + 1] * w
-
-
-@torch.no_grad()
-def _normals(field, pts: torch.Tensor, eps: float) -> torch.Tensor:
-    """World normals [N, 3] at pts [N, 3] by central differences of ``field.density`` (an SDF for kind sdf)."""
-    offs = torch.eye(3) * eps
-    x = torch.cat([pts + o for o in offs] + [pts - o for o in offs])
-    s = field.density(x).float().reshape(6, -1)
-    g = (s[:3] - s[3:]).T
-    g = g if getattr(field, "kind", "density") == "sdf" else -g
-    return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-@torch.no_grad()
-def render_view(field, grid, opts, c2w, width: int, height: int, fov_deg: float, mode: str = "rgb",
-                background=(1.0, 1.0, 1.0), crop=None, should_stop=None, rows_per_chunk: int | None = None):
-    """Render one view as ``uint8 [height, width, 3]`` (numpy), or ``None`` if ``should_stop()`` turned true.
-
-    c2w: [4, 4] OpenGL camera-to-world (numpy or torch); fov_deg: vertical; mode: one of :data:`MODES`;
-    background: RGB in [0, 1]; crop: ``(lo [3], hi [3])`` world box or None. The image is rendered in strips of
-    rows (each a camera with a shifted principal point) so that ``should_stop`` is polled between strips.
-    """
-    from nfkit.renderers import camera_from_pose, image_rays, render_image
-
-    if mode not in MODES:
-        raise NfkitError(f"unknown render mode {mode!r}; expected one of {', '.join(MODES)}")
-    if crop is not None:
-        field, grid = CroppedField(field, *crop), cropped_grid(grid, *crop)
-    cam = camera_from_pose(torch.as_tensor(np.asarray(c2w), dtype=torch.float32), width, height, fov_deg)
-    bg = torch.tensor([float(c) for c in background])
-    rows = rows_per_chunk or max(1, (1 << 14) // width)
-    eps = float((field.aabb[1] - field.aabb[0]).max()) / 512
-    strips = []
-    for r0 in range(0, height, rows):
-        if should_stop is not None and should_stop():
-            return None
-        h = min(rows, height - r0)
-        strip = type(cam)(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy - r0, width, h)
-        out = render_image(field, grid, strip, 0, opts, bg if mode == "rgb" else None)
-        acc = out["opacity"].clamp(0, 1)[..., None]
-        if mode == "rgb":
-            img = out["rgb"]
-        elif mode == "opacity":
-            img = acc.expand(-1, -1, 3)
-        elif mode == "depth":
-            img = out["depth"] / out["opacity"].clamp_min(1e-6)  # expected depth of the visible surface
-            strips.append((img, acc))
-            continue
-        else:
-            o, d = image_rays(strip, 0)
-            t = (out["depth"] / out["opacity"].clamp_min(1e-6)).reshape(-1)
-            n = _normals(field, o + d * t[:, None], eps).reshape(h, width, 3)
-            img = (n * 0.5 + 0.5) * acc + bg * (1 - acc)
-        strips.append(img)
-    if mode == "depth":  # normalise over the whole frame (2nd-98th percentile of the covered pixels)
-        depth = torch.cat([s[0] for s in strips])
-        acc = torch.cat([s[1] for s in strips])
-        valid = depth[acc[..., 0] > 0.5]
-        lo, hi = (torch.quantile(valid[:: max(1, valid.numel() // 10000)], torch.tensor([0.02, 0.98])).tolist()
-                  if valid.numel() else (0.0, 1.0))
-        img = colormap((depth - lo) / max(hi - lo, 1e-6)) * acc + bg * (1 - acc)
-    else:
-        img = torch.cat(strips)
-    return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-
-
 # ---------------------------------------------------------------- video
 def render_video(renderable, cam_path: CameraPath, out, mode: str = "rgb", background=(1.0, 1.0, 1.0),
-                 progress: bool = True, should_stop=None, on_frame=None) -> Path | None:
+                 progress: bool = True, should_stop=None, on_frame=None, frame_lock=None) -> Path | None:
     """Render the path to an mp4 (libx264 via imageio-ffmpeg), written atomically. ``renderable`` is
     ``(field, grid, opts)``. Odd sizes are rounded up to even (yuv420p). Returns the path, or None if stopped.
-    ``on_frame(i, n)`` is called after each frame."""
+    ``on_frame(i, n)`` is called after each frame; each frame renders inside ``with frame_lock():`` if given
+    (the viewer's render lock, so videos share the CPU with interactive frames)."""
+    from contextlib import nullcontext
+
     import imageio.v2 as imageio
     from tqdm import tqdm
 
@@ -346,7 +151,8 @@ def render_video(renderable, cam_path: CameraPath, out, mode: str = "rgb", backg
     ok = False
     try:
         for i, c2w in enumerate(tqdm(poses, disable=not progress, desc="render", unit="frame", dynamic_ncols=True)):
-            img = render_view(field, grid, opts, c2w, w, h, cam_path.fov_deg, mode, background, None, should_stop)
+            with frame_lock() if frame_lock is not None else nullcontext():
+                img = render_view(field, grid, opts, c2w, w, h, cam_path.fov_deg, mode, background, None, should_stop)
             if img is None:
                 return None
             writer.append_data(img)

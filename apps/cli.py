@@ -1,4 +1,5 @@
-"""The ``nfkit`` console script: ``nfkit fit ...`` (more subcommands arrive with later apps)."""
+"""The ``nfkit`` console script: ``nfkit fit ...``, ``nfkit fit-image ...``, ``nfkit fit-sdf ...``, ``nfkit view ...``,
+``nfkit render ...``."""
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,26 @@ def guarded(fn) -> int:
 
 
 def main(argv=None) -> int:
-    from nfkit.apps import fit_scene
+    from nfkit.apps import camera_path, fit_image, fit_scene, fit_sdf, viewer
 
     parser = argparse.ArgumentParser(prog="nfkit", description="neural fields and 3D reconstruction")
     sub = parser.add_subparsers(dest="command", required=True)
     fit_scene.build_parser(sub.add_parser("fit", help="fit a field to a posed capture"))
+    fit_image.build_parser(sub.add_parser("fit-image", help="fit a 2-D field xy -> rgb to an image"))
+    fit_sdf.build_parser(sub.add_parser("fit-sdf", help="fit a 3-D shape field (SDF or occupancy) to a mesh"))
+    viewer.build_parser(sub.add_parser("view", help="look at a field in the browser (viser)"))
+    camera_path.build_parser(sub.add_parser("render", help="render a camera path of a field to mp4"))
     ns = parser.parse_args(argv)
     if ns.command == "fit":
         return guarded(lambda: fit_scene.run(ns))
+    if ns.command == "fit-image":
+        return guarded(lambda: fit_image.run(ns))
+    if ns.command == "fit-sdf":
+        return guarded(lambda: fit_sdf.run(ns))
+    if ns.command == "view":
+        return guarded(lambda: viewer.run(ns))
+    if ns.command == "render":
+        return guarded(lambda: camera_path.run(ns))
     return 2
 
 

@@ -26,12 +26,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="nfkit fit", description=__doc__.splitlines()[0])
     add_dataclass_args(parser, FitConfig, positional=("data",), help_text=HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--viewer", action="store_true",
+                        help="watch the fit in the browser (viser; keeps serving after training until Ctrl-C)")
+    from nfkit.apps.viewer import add_viewer_args
+
+    add_viewer_args(parser, prefix="viewer-")
     return parser
 
 
 def run(ns: argparse.Namespace) -> dict:
     from nfkit.datasets import load_dataset
-    from nfkit.errors import NfkitError
+    from nfkit.errors import NfkitError, SplitNotFound
     from nfkit.trainer import Trainer
 
     cfg = dataclass_from_args(FitConfig, ns)
@@ -40,18 +45,41 @@ def run(ns: argparse.Namespace) -> dict:
     train = load_dataset(cfg.data, "train", max_side=cfg.max_side or None)
     try:
         test = load_dataset(cfg.data, "test", max_side=cfg.max_side or None)
-    except NfkitError:
+    except SplitNotFound:  # no held-out views: fit anyway, metrics without PSNR; other errors are errors
         test = None
     from pathlib import Path
 
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, train, test, progress=not ns.quiet)
     _sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
-    trainer.fit()
-    metrics = trainer.write_outputs()
+    app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) else None
+    try:
+        trainer.fit(callback=None if app is None else app.attach(trainer))
+        metrics = trainer.write_outputs()
+    except BaseException:
+        if app is not None:
+            app.stop()
+        raise
     summary = {k: metrics[k] for k in ("psnr", "ssim", "steps", "train_seconds", "samples_per_second", "n_params")}
     print(f"nfkit fit: {json.dumps(summary)}  -> {cfg.out}/metrics.json")
+    if app is not None:
+        from nfkit.apps.viewer import serve_forever
+
+        app.training_done()
+        print(f"nfkit fit: training done; the viewer is still at {app.url} (Ctrl-C to exit)", flush=True)
+        serve_forever(app)
     return metrics
+
+
+def _start_viewer(ns: argparse.Namespace, trainer):
+    """``--viewer``: the browser viewer on the trainer's live field; renders share the CPU with training."""
+    from nfkit.apps.viewer import ViewerApp, check_viewer_args
+    from nfkit.apps.viewer_gui import cameras_of
+
+    check_viewer_args(ns.viewer_host, ns.viewer_port, ns.viewer_max_res, ns.viewer_target_fps)
+    return ViewerApp(trainer.field, trainer.grid, trainer.opts, ns.viewer_host, ns.viewer_port, ns.viewer_max_res,
+                     ns.viewer_target_fps, out_dir=trainer.out, train_cameras=cameras_of(trainer.train),
+                     trainer=trainer)
 
 
 def _sigterm_as_interrupt() -> None:

@@ -8,7 +8,7 @@ frame rate for the measured rays/s (JPEG quality 40); after 0.2 s without a came
 refinement (quality 75) rendered in strips and dropped as soon as the camera moves again.
 
 Cameras: viser reports ``wxyz`` (R_world_camera) and ``position`` with **OpenCV** axes; everything here is
-converted to nfkit's **OpenGL** c2w with :func:`nfkit.apps.camera_path.c2w_from_viser`.
+converted to nfkit's **OpenGL** c2w with :func:`nfkit.apps.view_render.c2w_from_viser`.
 
 Security: binds 127.0.0.1 unless told otherwise (and warns when it is not a loopback address); malformed client
 messages are logged (rate-limited) and ignored; GUI values are validated before use; files written from the GUI
@@ -21,21 +21,22 @@ import dataclasses
 import hashlib
 import logging
 import math
-import re
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nfkit.apps import camera_path as cp
+from nfkit.apps import view_render as vr
+from nfkit.apps.view_render import camera_state
 from nfkit.errors import NfkitError
+from nfkit.renderers import preview_options
 from nfkit.viewer_policy import moving_resolution, next_action, static_resolution, train_steps_per_render, update_rate
 
 log = logging.getLogger("nfkit.viewer")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STILL_BUDGET_S = 4.0  # longest expected still-frame render (viewing a file); it is interruptible anyway
+STILL_BUDGET_TRAINING_S = 0.6  # the same while a fit runs: training is parked during a render
 _last_warned: dict[str, float] = {}
 
 
@@ -73,19 +74,17 @@ def harden_viser() -> None:
     _infra._nfkit_hardened = True
 
 
-def camera_state(cam):
-    """Validated snapshot of a viser camera: (c2w [4, 4] OpenGL, fov_y degrees, aspect, canvas height) or None."""
+def host_warning(host: str, port: int) -> str | None:
+    """The warning printed when the server binds anything but a loopback address (None for loopback)."""
+    import ipaddress
+
     try:
-        wxyz = np.asarray(cam.wxyz, dtype=np.float64).reshape(4)
-        pos = np.asarray(cam.position, dtype=np.float64).reshape(3)
-        fov, w, h = float(cam.fov), int(cam.image_width), int(cam.image_height)
-    except Exception:  # noqa: BLE001  (wrong types or shapes from a client)
-        return None
-    if not (np.isfinite(wxyz).all() and np.isfinite(pos).all() and np.linalg.norm(wxyz) > 1e-6):
-        return None
-    if not (0.01 < fov < 3.1 and 0 < w <= 16384 and 0 < h <= 16384):
-        return None
-    return cp.c2w_from_viser(wxyz, pos), math.degrees(fov), w / h, h
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (f"nfkit view: binding {host}: anyone who can reach port {port} can see the field and drive renders "
+            "(no authentication); prefer an SSH tunnel to 127.0.0.1")
 
 
 class TrainGate:
@@ -132,7 +131,7 @@ class ClientSession(threading.Thread):
         self.app, self.client = app, client
         self.wake, self.stopped = threading.Event(), False
         self.last_move, self.rendered_move, self.refined, self.rendered_step = time.monotonic(), -1.0, False, -1
-        self.frames, self.digest, self.last_size = 0, "", (0, 0)
+        self.frames, self.digest, self.last_size, self.good_state, self.last_image = 0, "", (0, 0), None, None
         client.camera.on_update(lambda _cam: self.moved())
 
     def moved(self) -> None:
@@ -161,33 +160,40 @@ class ClientSession(threading.Thread):
             self.wake.wait(0.05 if self.refined else 0.21)
             self.wake.clear()
             return
-        state = camera_state(self.client.camera)
         stamp = self.last_move
-        if state is None:
+        state = camera_state(self.client.camera)
+        if state is None:  # keep showing the last valid camera
             warn_limited("camera", f"client {self.client.client_id}: ignored an invalid camera state")
-            self.rendered_move, self.refined = stamp, True
-            return
+            state = self.good_state
+            if state is None:
+                self.rendered_move, self.refined = stamp, True
+                return
+        self.good_state = state
         c2w, fov, aspect, canvas_h = state
-        s = app.settings()
+        s = app.gui.settings()
         if action == "low":
             size = moving_resolution(app.rays_per_s, s["fps"], aspect, s["max_res"])
         else:
-            size = static_resolution(aspect, s["max_res"], canvas_h)
+            budget = STILL_BUDGET_TRAINING_S if app.trainer is not None else STILL_BUDGET_S
+            size = static_resolution(aspect, s["max_res"], canvas_h, app.rays_per_s, budget)
         stop = (lambda: self.stopped or self.last_move != stamp) if action == "high" else (lambda: self.stopped)
         with app.render_lock, app.gate:
             step = app.trainer.step if app.trainer is not None else 0
             t0 = time.perf_counter()
-            img = cp.render_view(app.field, app.grid, app.opts, c2w, size[0], size[1], fov, s["mode"], s["bg"],
-                                 s["crop"], stop)
+            frame = app.render(c2w, size, fov, s, stop)
             dt = time.perf_counter() - t0
-        if img is None:
+        if frame is None:
             return  # interrupted by a camera move
+        img, depth = frame
         app.rays_per_s = update_rate(app.rays_per_s, size[0] * size[1], dt)
         app.render_s = dt if action == "high" else app.render_s
-        self.client.scene.set_background_image(img, format="jpeg", jpeg_quality=40 if action == "low" else 75)
+        self.client.scene.set_background_image(img, format="jpeg", jpeg_quality=40 if action == "low" else 75,
+                                               depth=depth)  # depth: viser hides frusta/boxes behind the field
         self.frames, self.digest, self.last_size = self.frames + 1, hashlib.md5(img.tobytes()).hexdigest(), size
+        self.last_image = img
         self.rendered_move, self.refined, self.rendered_step = stamp, action == "high", step
         app.frames_sent += 1
+        app.gui.set_stats(size, dt, app.rays_per_s, action == "high")
 
 
 class ViewerApp:
@@ -204,51 +210,58 @@ class ViewerApp:
         from nfkit.apps import viewer_gui
 
         harden_viser()
-        if host not in LOOPBACK:
-            log.warning(f"nfkit view: binding {host}: anyone who can reach port {port} can see the field and drive "
-                        "renders (no authentication); use an SSH tunnel to 127.0.0.1 where you can")
-        self.field, self.grid, self.trainer = field, grid, trainer
-        self.opts = dataclasses.replace(opts)
+        warning = host_warning(host, port)
+        if warning:
+            log.warning(warning)
+        self.field, self.grid, self.trainer, self.cache, self.cache_thread = field, grid, trainer, None, None
+        self.center = field.aabb.mean(0).cpu().double().numpy()  # [3] world
+        self.radius = float((field.aabb[1] - field.aabb[0]).norm()) * 0.75  # a comfortable viewing distance
+        self.opts = dataclasses.replace(opts, bf16=True)  # exact marching (a fit changes the field every step)
+        self.preview_opts = preview_options(opts)  # with the density cache, once there is one
         self.out_dir = Path(out_dir)
-        self.gate, self.render_lock = TrainGate(active=trainer is not None), threading.Lock()
-        self.rays_per_s, self.render_s, self.train_s, self.frames_sent = 0.0, 0.0, 0.0, 0
+        self.gate, self.render_lock = TrainGate(), threading.Lock()  # the gate closes in attach()
+        self.rays_per_s, self.render_s, self.train_s, self.frames_sent, self.stopping = 0.0, 0.0, 0.0, 0, False
         self.sessions: dict[int, ClientSession] = {}
         self.keyframes: list[np.ndarray] = []
         self.server = viser.ViserServer(host=host, port=port, label="nfkit", verbose=False)
         self.url = f"http://{host if ':' not in host else '[' + host + ']'}:{self.server.get_port()}"
         self.gui = viewer_gui.build(self, max_res, target_fps, train_cameras)
         self.warm_up()
+        if trainer is None:
+            self.start_cache()
         self.server.on_client_connect(self._connect)
         self.server.on_client_disconnect(self._disconnect)
         if verbose:
             print(f"nfkit view: {self.url}  (Ctrl-C to stop)", flush=True)
 
     def warm_up(self) -> None:
-        """One small render each way (fp32, bf16): keeps the faster and seeds the rays/s estimate."""
-        c2w = cp.look_at(self.center + self.radius * np.array([1.0, -1.0, 0.6]), self.center)
-        best = None
-        for bf16 in (False, True):
-            self.opts.bf16 = bf16
-            with self.gate:
-                cp.render_view(self.field, self.grid, self.opts, c2w, 32, 32, 50.0)
+        """Two small renders: the first pays one-off costs, the second seeds the rays/s estimate."""
+        c2w = vr.look_at(self.center + self.radius * np.array([1.0, -1.0, 0.6]), self.center)
+        with self.gate:
+            for n in (32, 64):
                 t0 = time.perf_counter()
-                cp.render_view(self.field, self.grid, self.opts, c2w, 64, 64, 50.0)
-                dt = time.perf_counter() - t0
-            if best is None or dt < 0.9 * best[1]:
-                best = (bf16, dt)
-        self.opts.bf16 = best[0]
-        self.rays_per_s = 64 * 64 / best[1]
+                vr.render_view(self.field, self.grid, self.opts, c2w, n, n, 50.0)
+        self.rays_per_s = 64 * 64 / (time.perf_counter() - t0)
 
-    @property
-    def center(self) -> np.ndarray:
-        return self.field.aabb.mean(0).cpu().double().numpy()
+    def start_cache(self) -> None:
+        # Not a daemon: the interpreter must not exit while torch is inside the build (C++ abort).
+        self.cache_thread = threading.Thread(target=self.build_cache, name="nfkit-view-cache")
+        self.cache_thread.start()
 
-    @property
-    def radius(self) -> float:
-        return float((self.field.aabb[1] - self.field.aabb[0]).norm()) * 0.75
+    def build_cache(self) -> None:
+        """Bake the density cache (seconds; frames are exact meanwhile), then switch every client to it."""
+        from nfkit.renderers import DensityCache
 
-    def settings(self) -> dict:
-        return self.gui.settings()
+        self.cache = DensityCache.build(self.field, self.grid)
+        self.changed()
+
+    def render(self, c2w, size, fov: float, s: dict, stop=None):
+        """One frame: (uint8 [H, W, 3], z-depth float32 [H, W]), or None if ``stop()``; preview settings with the
+        density cache when there is one (the field is not training), else exact marching."""
+        cache = self.cache
+        opts = self.preview_opts if cache is not None else self.opts
+        return vr.render_view(self.field, self.grid, opts, c2w, size[0], size[1], fov, s["mode"], s["bg"], s["crop"],
+                              stop, cache=cache, with_depth=True)
 
     def changed(self) -> None:
         """A setting changed: every client re-renders (as after a camera move)."""
@@ -256,21 +269,19 @@ class ViewerApp:
             s.moved()
 
     def steps_per_render(self) -> int:
-        return train_steps_per_render(self.train_s, self.render_s, self.settings()["train_util"])
+        return train_steps_per_render(self.train_s, self.render_s, self.gui.settings()["train_util"])
 
     def camera_moving(self, window: float = 0.1) -> bool:
         now = time.monotonic()
         return any(now - s.last_move < window for s in list(self.sessions.values()))
 
     def _connect(self, client) -> None:
-        session = ClientSession(self, client)
-        self.sessions[client.client_id] = session
-        session.start()
+        self.sessions[client.client_id] = ClientSession(self, client)
+        self.sessions[client.client_id].start()
 
     def _disconnect(self, client) -> None:
         session = self.sessions.pop(client.client_id, None)
-        if session is not None:
-            session.stop()
+        session.stop() if session is not None else None
 
     def attach(self, trainer):
         """Returns the ``callback(trainer)`` for :meth:`Trainer.fit`: records progress, lets pending renders run
@@ -288,6 +299,7 @@ class ViewerApp:
             return stats
 
         trainer.train_step = timed_step
+        self.trainer, self.gate.active = trainer, True
         last = {"t": 0.0}
 
         def callback(tr) -> None:
@@ -302,54 +314,22 @@ class ViewerApp:
 
     def training_done(self) -> None:
         self.gate.release()
+        self.trainer = None  # the field is final: bake the cache for fast viewing
+        self.start_cache()
         self.gui.set_progress(None, None, None, None, None)
 
     def stop(self) -> None:
-        for s in list(self.sessions.values()):
+        """Stop the server and wait for the render threads (they poll their stop flag between strips)."""
+        self.stopping = True  # ends a video being rendered from the GUI, between two frames
+        sessions = list(self.sessions.values())
+        for s in sessions:
             s.stop()
         self.gate.release()
         self.server.stop()
-
-    def output_file(self, name: str, ext: str) -> Path:
-        """A GUI-given file name -> path inside ``out_dir``; only ``[A-Za-z0-9_.-]+`` names with ``ext``."""
-        name = str(name).strip()
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,120}", name) or not name.endswith(ext):
-            raise NfkitError(f"file name {name!r}: use letters, digits, '_', '-', '.' only, ending in {ext}")
-        return self.out_dir / name
-
-
-def load_train_cameras(meta: dict, max_cams: int = 100):
-    """Frusta of the dataset a field was fit on (``meta["info"]["source"]``, if it is still there and its
-    normalisation matches the field file's), else None. Returns what :class:`ViewerApp` takes."""
-    src = (meta.get("info") or {}).get("source")
-    if not src or not Path(src).exists():
-        return None
-    try:
-        from nfkit.datasets import load_dataset
-
-        data = load_dataset(src, "train", max_side=48)
-    except NfkitError as e:
-        log.warning(f"no camera frusta: {e}")
-        return None
-    norm = (meta.get("normalization") or {}).get("transform")
-    if norm is not None and not np.allclose(np.asarray(norm), data.transform.numpy(), atol=1e-5):
-        log.warning(f"no camera frusta: {src} no longer matches the field's normalisation")
-        return None
-    return cameras_of(data, max_cams)
-
-
-def cameras_of(data, max_cams: int = 100):
-    """(c2w, fov_y deg, aspect, thumbnails) of up to ``max_cams`` cameras of a :class:`SceneData`."""
-    from nfkit.datasets import composite
-
-    idx = np.linspace(0, len(data) - 1, min(len(data), max_cams)).round().astype(int)
-    cams = data.cameras
-    fov = np.degrees(2 * np.arctan(0.5 * cams.height / cams.fy[idx].numpy()))
-    imgs = data.images[idx]
-    step = max(1, max(imgs.shape[1:3]) // 48)
-    thumbs = composite(imgs[:, ::step, ::step], torch.ones(3)) if imgs.shape[-1] == 4 else imgs[:, ::step, ::step]
-    thumbs = (thumbs.clamp(0, 1) * 255).to(torch.uint8).numpy()
-    return cams.c2w[idx].double().numpy(), fov, cams.width / cams.height, thumbs
+        for s in sessions:
+            s.join(timeout=10)
+        if self.cache_thread is not None:
+            self.cache_thread.join()
 
 
 def serve_forever(app: ViewerApp) -> None:
@@ -391,13 +371,16 @@ def check_viewer_args(host: str, port: int, max_res: int, fps: float) -> None:
 
 
 def run(ns: argparse.Namespace) -> None:
+    from nfkit.apps import viewer_gui
     from nfkit.renderers import load_renderable
 
     check_viewer_args(ns.host, ns.port, ns.max_res, ns.target_fps)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     field, grid, opts, meta = load_renderable(ns.field)
     app = ViewerApp(field, grid, opts, ns.host, ns.port, ns.max_res, ns.target_fps, out_dir=Path(ns.field).parent)
-    threading.Thread(target=lambda: app.gui.show_cameras(load_train_cameras(meta)), daemon=True).start()
+    # frusta of the training cameras once the dataset is read (not a daemon: it may be inside torch at exit)
+    threading.Thread(target=lambda: app.gui.show_cameras(viewer_gui.load_train_cameras(meta))).start()
     serve_forever(app)
 
 

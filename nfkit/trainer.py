@@ -74,9 +74,12 @@ class Trainer:
         self.field = fields.build_field(cfg.field, field_overrides(cfg, max(train.images.shape[1:3])), train.aabb)
         self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution)
         self.opts = RenderOptions(step_size=default_step_size(train.aabb, cfg.n_steps_per_ray))
-        enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
-        rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
-        groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
+        if hasattr(self.field, "param_groups"):  # families with their own learning rates per parameter group
+            groups = self.field.param_groups(cfg.lr)
+        else:
+            enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
+            rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
+            groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
         self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()

@@ -61,14 +61,19 @@ def moving_resolution(rays_per_second: float, target_fps: float, aspect: float, 
     return fit_size(height, aspect, max_res, min_res, multiple)
 
 
-def static_resolution(aspect: float, max_res: int, canvas_height: int | None = None, min_res: int = MIN_RES,
-                      multiple: int = MULTIPLE):
+def static_resolution(aspect: float, max_res: int, canvas_height: int | None = None, rays_per_second: float = 0.0,
+                      budget_s: float = 0.0, min_res: int = MIN_RES, multiple: int = MULTIPLE):
     """Full-resolution image size when the camera is still: the longer side is ``max_res``, but never more
-    pixels than the browser canvas (``canvas_height``) shows. Returns ``(width, height)``."""
+    pixels than the browser canvas (``canvas_height``) shows, nor (when both are given) more rays than
+    ``rays_per_second * budget_s`` (a slow field, e.g. early in a fit, must not block for seconds).
+    Returns ``(width, height)``."""
     aspect = _clean(aspect, 1.0)
     h = max_res / max(aspect, 1.0)
     if canvas_height:
         h = min(h, _clean(canvas_height, h))
+    rate, budget = _clean(rays_per_second, 0.0), _clean(budget_s, 0.0)
+    if rate > 0 and budget > 0:
+        h = min(h, math.sqrt(rate * budget / aspect))
     return fit_size(h, aspect, max_res, min_res, multiple)
 
 

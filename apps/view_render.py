@@ -1,0 +1,257 @@
+"""Rendering one view for the viewer and for videos, and the camera conventions between viser and nfkit.
+
+Cameras: nfkit's ``c2w`` is a 4x4 camera-to-world matrix in the field's normalised world with **OpenGL** camera
+axes (+X right, +Y up, looking down -Z), as :class:`nfkit.renderers.Cameras`. Viser's cameras (the browser's view,
+frusta) use **OpenCV** axes (+X right, +Y down, looking down +Z) with ``wxyz`` = the rotation ``R_world_camera``
+and ``position`` = the camera centre, so ``c2w_gl = [R_cv @ diag(1, -1, -1) | position]``
+(:func:`c2w_from_viser`, :func:`viser_from_c2w`). ``fov`` is always vertical.
+
+Render modes (:data:`MODES`): ``rgb`` over a background colour; ``depth`` (expected depth of the visible surface,
+colour-mapped between the frame's 2nd and 98th percentiles); ``opacity``; ``normals`` (world normals from central
+differences of ``field.density``, the SDF's gradient for ``kind == "sdf"``, shown as ``0.5 + 0.5 n``). A crop box
+zeroes the density outside it (field, occupancy grid and density cache alike).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from nfkit.errors import NfkitError
+
+MODES = ("rgb", "depth", "opacity", "normals")
+_FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes (its own inverse)
+
+
+# ---------------------------------------------------------------- rotations and camera conventions
+def quat_from_matrix(r: np.ndarray) -> np.ndarray:
+    """[3, 3] rotation -> unit quaternion ``(w, x, y, z)`` with w >= 0 (Shepperd's method)."""
+    r = np.asarray(r, dtype=np.float64)
+    tr = np.trace(r)
+    cands = [tr, r[0, 0], r[1, 1], r[2, 2]]
+    k = int(np.argmax(cands))
+    if k == 0:
+        s = 2 * math.sqrt(max(tr + 1, 1e-12))
+        q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+    else:
+        i, j, m = k - 1, k % 3, (k + 1) % 3
+        s = 2 * math.sqrt(max(1 + r[i, i] - r[j, j] - r[m, m], 1e-12))
+        q = [0.0] * 4
+        q[0] = (r[m, j] - r[j, m]) / s
+        q[1 + i] = s / 4
+        q[1 + j] = (r[j, i] + r[i, j]) / s
+        q[1 + m] = (r[m, i] + r[i, m]) / s
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+def matrix_from_quat(q: np.ndarray) -> np.ndarray:
+    """Quaternion ``(w, x, y, z)`` (any norm) -> [3, 3] rotation."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions (shortest arc)."""
+    q0, q1 = np.asarray(q0, float), np.asarray(q1, float)
+    dot = float(q0 @ q1)
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + t * (q1 - q0)
+        return q / np.linalg.norm(q)
+    th = math.acos(min(dot, 1.0))
+    return (math.sin((1 - t) * th) * q0 + math.sin(t * th) * q1) / math.sin(th)
+
+
+def c2w_from_viser(wxyz, position) -> np.ndarray:
+    """Viser camera (OpenCV axes; ``wxyz`` = R_world_camera, ``position`` in world) -> [4, 4] OpenGL c2w."""
+    m = np.eye(4)
+    m[:3, :3] = matrix_from_quat(wxyz) @ _FLIP
+    m[:3, 3] = np.asarray(position, dtype=np.float64)
+    return m
+
+
+def viser_from_c2w(c2w) -> tuple[np.ndarray, np.ndarray]:
+    """[4, 4] OpenGL c2w -> (``wxyz`` [4], ``position`` [3]) of a viser camera / frustum (OpenCV axes)."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    return quat_from_matrix(c2w[:3, :3] @ _FLIP), c2w[:3, 3].copy()
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """[4, 4] OpenGL c2w of a camera at ``eye`` looking at ``target`` with ``up`` roughly up in the image."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    f = target - eye
+    f /= np.linalg.norm(f)
+    r = np.cross(f, up)
+    if np.linalg.norm(r) < 1e-9:
+        r = np.cross(f, [1.0, 0.0, 0.0] if abs(f[0]) < 0.9 else [0.0, 1.0, 0.0])
+    r /= np.linalg.norm(r)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = r, np.cross(r, f), -f, eye
+    return m
+
+
+def camera_state(cam):
+    """Validated snapshot of a viser camera: (c2w [4, 4] OpenGL, fov_y degrees, aspect, canvas height) or None."""
+    try:
+        wxyz = np.asarray(cam.wxyz, dtype=np.float64).reshape(4)
+        pos = np.asarray(cam.position, dtype=np.float64).reshape(3)
+        fov, w, h = float(cam.fov), int(cam.image_width), int(cam.image_height)
+    except Exception:  # noqa: BLE001  (wrong types or shapes from a client)
+        return None
+    if not (np.isfinite(wxyz).all() and np.isfinite(pos).all() and np.linalg.norm(wxyz) > 1e-6):
+        return None
+    if not (0.01 < fov < 3.1 and 0 < w <= 16384 and 0 < h <= 16384):
+        return None
+    return c2w_from_viser(wxyz, pos), math.degrees(fov), w / h, h
+
+
+class CroppedField:
+    """A field seen through a crop box ``[lo, hi]`` (world): zero density (SDF: far outside) beyond it.
+    Keeps the optional ``geometry``/``color`` fast path of the wrapped field."""
+
+    def __init__(self, field, lo, hi):
+        self.field, self.kind, self.aabb = field, getattr(field, "kind", "density"), field.aabb
+        self.lo, self.hi = torch.as_tensor(lo).float(), torch.as_tensor(hi).float()
+        if hasattr(field, "geometry") and hasattr(field, "color"):
+            self.geometry, self.color = self._geometry, field.color
+
+    def _cut(self, x, s):
+        inside = ((x >= self.lo.to(x.device)) & (x <= self.hi.to(x.device))).all(-1)
+        return torch.where(inside, s, torch.full_like(s, 1e3 if self.kind == "sdf" else 0.0))
+
+    def density(self, x):
+        return self._cut(x, self.field.density(x))
+
+    def _geometry(self, x):
+        s, feats = self.field.geometry(x)
+        return self._cut(x, s), feats
+
+    def __call__(self, x, d):
+        out = self.field(x, d)
+        out.density = self._cut(x, out.density)
+        return out
+
+
+def cropped_grid(grid, lo, hi):
+    """A copy of the occupancy grid with the cells that do not touch the box ``[lo, hi]`` emptied."""
+    from nfkit.renderers import OccupancyGrid
+
+    r = grid.resolution
+    g = OccupancyGrid(grid.aabb, r)
+    a0, a1 = grid.aabb[0], grid.aabb[1]
+    cell = (a1 - a0) / r
+    idx = torch.arange(r, dtype=torch.float32)
+    ok = [((a0[k] + idx * cell[k]) <= float(hi[k])) & ((a0[k] + (idx + 1) * cell[k]) >= float(lo[k])) for k in range(3)]
+    mask = (ok[0][:, None, None] & ok[1][None, :, None] & ok[2][None, None, :]).reshape(-1)
+    g.density.copy_(grid.density)
+    g.binary.copy_(grid.binary & mask.to(grid.binary.device))
+    return g
+
+
+_CROP_MEMO: dict = {}
+
+
+def cropped_cache(cache, lo, hi):
+    """A :class:`~nfkit.renderers.DensityCache` with the lattice vertices outside ``[lo, hi]`` zeroed (the last
+    one is remembered: the viewer asks for the same crop every frame)."""
+    key = (id(cache), tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+    if key not in _CROP_MEMO:
+        _CROP_MEMO.clear()
+        _CROP_MEMO[key] = (cache, _cropped_cache(cache, lo, hi))  # holding `cache` keeps its id unique
+    return _CROP_MEMO[key][1]
+
+
+def _cropped_cache(cache, lo, hi):
+    r = cache.values.shape[-1]
+    lin = [torch.linspace(float(cache.aabb[0, k]), float(cache.aabb[1, k]), r) for k in range(3)]
+    ok = [(lin[k] >= float(lo[k])) & (lin[k] <= float(hi[k])) for k in range(3)]
+    mask = ok[2][:, None, None] & ok[1][None, :, None] & ok[0][None, None, :]  # values are indexed (z, y, x)
+    return type(cache)(cache.values * mask, cache.aabb)
+
+
+def colormap(x: torch.Tensor) -> torch.Tensor:
+    """[...] values in [0, 1] -> [..., 3] RGB (dark blue -> teal -> yellow, perceptually ordered)."""
+    stops = torch.tensor([[0.05, 0.03, 0.25], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
+                          [0.99, 0.91, 0.14]])
+    t = x.clamp(0, 1) * (len(stops) - 1)
+    i = t.floor().long().clamp(max=len(stops) - 2)
+    w = (t - i)[..., None]
+    return stops[i] * (1 - w) + stops[i + 1] * w
+
+
+@torch.no_grad()
+def _normals(field, pts: torch.Tensor, eps: float) -> torch.Tensor:
+    """World normals [N, 3] at pts [N, 3] by central differences of ``field.density`` (an SDF for kind sdf)."""
+    offs = torch.eye(3) * eps
+    x = torch.cat([pts + o for o in offs] + [pts - o for o in offs])
+    s = field.density(x).float().reshape(6, -1)
+    g = (s[:3] - s[3:]).T
+    g = g if getattr(field, "kind", "density") == "sdf" else -g
+    return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def render_view(field, grid, opts, c2w, width: int, height: int, fov_deg: float, mode: str = "rgb",
+                background=(1.0, 1.0, 1.0), crop=None, should_stop=None, rows_per_chunk: int | None = None,
+                cache=None, with_depth: bool = False):
+    """Render one view as ``uint8 [height, width, 3]`` (numpy), or ``None`` if ``should_stop()`` turned true.
+
+    c2w: [4, 4] OpenGL camera-to-world (numpy or torch); fov_deg: vertical; mode: one of :data:`MODES`;
+    background: RGB in [0, 1]; crop: ``(lo [3], hi [3])`` world box or None. The image is rendered in strips of
+    rows (each a camera with a shifted principal point) so that ``should_stop`` is polled between strips.
+    cache: optional :class:`~nfkit.renderers.DensityCache` (viewer mode, see ``render_image``).
+    with_depth: also return the view-space z-depth ``float32 [height, width]`` of the visible surface (``far``
+    = 100 where opacity < 0.5), which viser uses to let its 3D objects be hidden behind the field.
+    """
+    from nfkit.renderers import camera_from_pose, image_rays, render_image
+
+    if mode not in MODES:
+        raise NfkitError(f"unknown render mode {mode!r}; expected one of {', '.join(MODES)}")
+    if crop is not None:
+        field, grid = CroppedField(field, *crop), cropped_grid(grid, *crop)
+        cache = None if cache is None else cropped_cache(cache, *crop)
+    cam = camera_from_pose(torch.as_tensor(np.asarray(c2w), dtype=torch.float32), width, height, fov_deg)
+    bg = torch.tensor([float(c) for c in background])
+    rows = rows_per_chunk or max(1, (1 << 13) // width)
+    eps = float((field.aabb[1] - field.aabb[0]).max()) / 256  # finite-difference step of the normals
+    strips, dist, accs = [], [], []
+    for r0 in range(0, height, rows):
+        if should_stop is not None and should_stop():
+            return None
+        h = min(rows, height - r0)
+        strip = type(cam)(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy - r0, width, h)
+        kw = {} if cache is None else {"cache": cache}
+        out = render_image(field, grid, strip, 0, opts, bg if mode == "rgb" else None, **kw)
+        acc = out["opacity"].clamp(0, 1)[..., None]
+        t = out["depth"] / out["opacity"].clamp_min(1e-6)  # distance along the ray to the visible surface
+        dist.append(t)
+        accs.append(acc)
+        if mode == "rgb":
+            strips.append(out["rgb"])
+        elif mode == "opacity":
+            strips.append(acc.expand(-1, -1, 3))
+        elif mode == "normals":
+            o, d = image_rays(strip, 0)
+            n = _normals(field, o + d * t.reshape(-1, 1), eps).reshape(h, width, 3)
+            strips.append((n * 0.5 + 0.5) * acc + bg * (1 - acc))
+    dist, acc = torch.cat(dist), torch.cat(accs)
+    if mode == "depth":  # normalise over the whole frame (2nd-98th percentile of the covered pixels)
+        valid = dist[acc[..., 0] > 0.5]
+        lo, hi = (torch.quantile(valid[:: max(1, valid.numel() // 10000)], torch.tensor([0.02, 0.98])).tolist()
+                  if valid.numel() else (0.0, 1.0))
+        img = colormap((dist - lo) / max(hi - lo, 1e-6)) * acc + bg * (1 - acc)
+    else:
+        img = torch.cat(strips)
+    img = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    if not with_depth:
+        return img
+    v, u = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    x, y = (u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy
+    z = dist / torch.sqrt(1 + x * x + y * y)  # ray distance -> view-space depth
+    return img, torch.where(acc[..., 0] > 0.5, z, torch.full_like(z, 100.0)).numpy().astype(np.float32)

@@ -42,9 +42,14 @@ def run(ns: argparse.Namespace) -> dict:
     cfg = dataclass_from_args(FitConfig, ns)
     if cfg.steps <= 0:
         raise NfkitError(f"--steps must be positive, got {cfg.steps}")
-    train = load_dataset(cfg.data, "train", max_side=cfg.max_side or None)
+    from nfkit.datasets.capture import prepare_capture
+
+    # A video, an image folder or a COLMAP model first becomes DIR/transforms.json (frames + poses);
+    # a transforms.json or Blender folder is used as it is.
+    data = prepare_capture(cfg.data, cfg.out, n_frames=cfg.frames)
+    train = load_dataset(data, "train", max_side=cfg.max_side or None)
     try:
-        test = load_dataset(cfg.data, "test", max_side=cfg.max_side or None)
+        test = load_dataset(data, "test", max_side=cfg.max_side or None)
     except SplitNotFound:  # no held-out views: fit anyway, metrics without PSNR; other errors are errors
         test = None
     from pathlib import Path
@@ -55,7 +60,7 @@ def run(ns: argparse.Namespace) -> dict:
     app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) else None
     try:
         trainer.fit(callback=None if app is None else app.attach(trainer))
-        metrics = trainer.write_outputs()
+        metrics = trainer.write_outputs(_capture_report(Path(cfg.out)))
     except BaseException:
         if app is not None:
             app.stop()
@@ -69,6 +74,17 @@ def run(ns: argparse.Namespace) -> dict:
         print(f"nfkit fit: training done; the viewer is still at {app.url} (Ctrl-C to exit)", flush=True)
         serve_forever(app)
     return metrics
+
+
+def _capture_report(out) -> dict:
+    """Frame and pose figures for metrics.json when the input was a video or image folder."""
+    p = out / "poses.json"
+    if not p.is_file():
+        return {}
+    rep = json.loads(p.read_text())
+    keys = {"frames_total": "n_total", "frames_chosen": "n_chosen", "frames_registered": "n_registered",
+            "reprojection_error_px": "mean_reprojection_error_px"}
+    return {k: rep[v] for k, v in keys.items() if v in rep}
 
 
 def _start_viewer(ns: argparse.Namespace, trainer):

@@ -38,6 +38,7 @@ class FitConfig:
     grid_resolution: int = 64
     n_steps_per_ray: int = 256  # marching step = AABB diagonal / this
     max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
+    frames: int = 40  # frames chosen from a video input
     checkpoint_seconds: float = 60.0
     eval_views: int = 0  # 0: all test views
     seed: int = 0

@@ -113,7 +113,7 @@ def fit_points(field, batch_fn, loss_fn, steps: int, max_seconds: float = 0.0, l
 
     Adam as the trainer (:func:`nfkit.trainer.make_adam`; the field's ``param_groups(lr)`` when it has them), a linear
     warm-up over ``warmup`` steps, then exponential decay to ``final_lr_factor`` of the rate at the end (by steps, or
-    by time when ``max_seconds`` binds first). ``callback(step, elapsed, loss)`` runs after each step (untimed).
+    by time when ``max_seconds`` binds first). ``callback(step, elapsed, loss, field)`` runs after each step (untimed).
     Returns {steps, train_seconds, loss}."""
     from nfkit.trainer import make_adam
 
@@ -139,7 +139,7 @@ def fit_points(field, batch_fn, loss_fn, steps: int, max_seconds: float = 0.0, l
         if not math.isfinite(loss_v):
             raise NfkitError(f"training diverged at step {step} (loss {loss_v}); try a lower --lr")
         if callback is not None:
-            callback(step, elapsed, loss_v)
+            callback(step, elapsed, loss_v, field)
     field.eval()
     return {"steps": step, "train_seconds": elapsed, "loss": loss_v}
 
@@ -180,12 +180,12 @@ def fit_image(cfg: ImageFitConfig, img: torch.Tensor, progress: bool = False, ca
 
     cb = callback
     if progress:
-        def cb(step, elapsed, loss_v):
+        def cb(step, elapsed, loss_v, f):
             if step % 100 == 0:
                 print(f"  step {step:6d}  {elapsed:7.1f}s  train psnr {-10 * math.log10(max(loss_v, 1e-10)):6.2f}",
                       file=sys.stderr, flush=True)
             if callback is not None:
-                callback(step, elapsed, loss_v)
+                callback(step, elapsed, loss_v, f)
     stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, cb)
     return field, stats
 

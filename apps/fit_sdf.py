@@ -37,7 +37,7 @@ class SDFFitConfig:
     steps: int = 2000
     max_seconds: float = 0.0  # 0: no time limit
     lr: float = 5e-3  # GNF's SDF rate; families scale it per parameter group
-    batch: int = 1 << 16  # points per step
+    batch: int = 1 << 14  # points per step
     samples: int = 300_000  # ground-truth samples: 1/6 on the surface, 1/3 + 1/6 near it (sigma 0.01, 0.04), 1/3 uniform
     mc_resolution: int = 128  # marching-cubes lattice over [-1, 1]^3
     eval_points: int = 200_000  # uniform points for IoU
@@ -97,11 +97,11 @@ def fit_shape(cfg: SDFFitConfig, samples, progress: bool = False, callback=None)
 
     cb = callback
     if progress:
-        def cb(step, elapsed, loss_v):
+        def cb(step, elapsed, loss_v, f):
             if step % 100 == 0:
                 print(f"  step {step:6d}  {elapsed:7.1f}s  loss {loss_v:.3e}", file=sys.stderr, flush=True)
             if callback is not None:
-                callback(step, elapsed, loss_v)
+                callback(step, elapsed, loss_v, f)
     stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, cb)
     return field, stats
 

@@ -38,7 +38,7 @@ class SDFFitConfig:
     max_seconds: float = 0.0  # 0: no time limit
     lr: float = 5e-3  # GNF's SDF rate; families scale it per parameter group
     batch: int = 1 << 14  # points per step
-    samples: int = 300_000  # ground-truth samples: 1/6 on the surface, 1/3 + 1/6 near it (sigma 0.01, 0.04), 1/3 uniform
+    samples: int = 300_000  # ground truth: 1/6 on the surface, 1/3 + 1/6 near it (sigma 0.01, 0.04), 1/3 uniform
     mc_resolution: int = 128  # marching-cubes lattice over [-1, 1]^3
     eval_points: int = 200_000  # uniform points for IoU
     seed: int = 0
@@ -149,7 +149,8 @@ def run(ns: argparse.Namespace) -> dict:
     ev = evaluate_shape(field, mesh, eval_set, cfg.mc_resolution)
     norm = {"transform": transform.tolist(), "scale": float(scale)}
     field_path = fields.save(field, out / "field.safetensors", normalization=norm,
-                             info={"source": cfg.mesh, "steps": stats["steps"], "train_seconds": stats["train_seconds"]})
+                             info={"source": cfg.mesh, "steps": stats["steps"],
+                                   "train_seconds": stats["train_seconds"]})
     if ev["mesh"] is not None:
         surf = ev["mesh"].copy()
         surf.apply_transform(torch.linalg.inv(transform).numpy())  # back to the input mesh's coordinates

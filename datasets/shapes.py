@@ -88,8 +88,9 @@ class ShapeSamples:
 
 def sample_sdf(mesh, n_surface: int = 50_000, n_near: tuple[int, ...] = (100_000, 50_000),
                sigmas: tuple[float, ...] = (0.01, 0.04), n_uniform: int = 100_000, seed: int = 0) -> ShapeSamples:
-    """Training samples with ground truth: ``n_surface`` on the surface, ``n_near[i]`` at the surface + N(0, sigmas[i]^2)
-    per axis, ``n_uniform`` uniform in [-1, 1]^3. Takes ~7 s for a 50k-face mesh (exact distances dominate)."""
+    """Training samples with ground truth: ``n_surface`` on the surface, ``n_near[i]`` at the surface
+    + N(0, sigmas[i]^2) per axis, ``n_uniform`` uniform in [-1, 1]^3. Takes ~7 s for a 50k-face mesh (the exact
+    distances dominate)."""
     trimesh = _trimesh()
     rng = np.random.default_rng(seed)
     surf, _ = trimesh.sample.sample_surface(mesh, n_surface + sum(n_near), seed=seed)

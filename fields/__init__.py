@@ -8,5 +8,5 @@ from nfkit.fields.triplane import TriplaneField
 from nfkit.fields.hashcoord import HashCoordField
 from nfkit.fields.io import load, read_header, save
 
-__all__ = ["Field", "FieldOutput", "HashGridField", "MLPField", "CAMField", "RBFField", "TriplaneField", "HashCoordField",
-           "build_field", "families", "register_field", "load", "save", "read_header"]
+__all__ = ["Field", "FieldOutput", "HashGridField", "MLPField", "CAMField", "RBFField", "TriplaneField",
+           "HashCoordField", "build_field", "families", "register_field", "load", "save", "read_header"]

@@ -10,9 +10,9 @@ Defaults per signal (parameters, with hidden 64 x 2):
 
 | signal | levels x features, table, resolutions | parameters |
 |---|---|---|
-| image | 16 x 2, 2^16, 16 -> 512 | ~1.9 M |
-| sdf / occupancy | 16 x 2, 2^17, 16 -> 512 | ~3.3 M |
-| radiance | 16 x 2, 2^19, 16 -> 2048 | as ``hashgrid`` |
+| image | 16 x 2, 2^16, 16 -> 512 | 1,706,739 |
+| sdf / occupancy | 16 x 2, 2^17, 16 -> 512 | 3,155,185 |
+| radiance | 16 x 2, 2^19, 16 -> 2048 | 12,209,955 |
 """
 from __future__ import annotations
 

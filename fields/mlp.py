@@ -9,12 +9,13 @@ Defaults per signal (``None`` options are filled at build time and saved explici
 
 | signal | encoding | hidden x layers | parameters |
 |---|---|---|---|
-| radiance | 6 frequencies (39-d) | 128 x 3 | 47,844 (core+head 40,688; colour MLP 7,171 incl. SH 16 + 15 features -> 64 -> 64 -> 3) |
+| radiance | 6 frequencies (39-d) | 64 x 3 | 18,323 (trunk + head 11,920; colour MLP 31 -> 64 -> 64 -> 3: 6,403) |
 | image | 10 frequencies (42-d) | 128 x 3 | 38,915 |
 | sdf / occupancy | 6 frequencies (39-d) | 128 x 3 | 38,273 |
 
-Network parameters train at 0.1 x the trainer's rate (1e-3 for the default 1e-2): a plain ReLU MLP diverges at
-the hash grid's 1e-2.
+All parameters train at the trainer's rate (``net_lr_scale`` 1): with Adam (eps 1e-15) these small MLPs fit best at
+the hash grid's 1e-2 (demo scene, 400 steps: 21.7 dB at 1e-2 against 11.8 dB at 1e-3). On a 2-core CPU the radiance
+default trains at ~0.5-0.6 M samples/s in ``nfkit fit``.
 """
 from __future__ import annotations
 

@@ -17,9 +17,14 @@ Defaults per signal (parameters):
 
 | signal | grids (resolution:channels) | units | parameters |
 |---|---|---|---|
-| image | 2-D 32:4, 64:4, 128:4, 256:2 | 64 | 218,051 (grids 215,040) |
-| sdf / occupancy | 3-D 16:4, 32:4, 48:2, 64:2 | 64 | 985,345 (grids 983,040) |
-| radiance | 3-D 16:4, 32:4, 64:4, 128:2 | 32 | 5,344,081 (grids 5,341,184) |
+| image | 2-D 32:4, 64:4, 128:4, 256:2 | 64 | 219,075 (grids 217,088) |
+| sdf / occupancy | 3-D 16:4, 32:4, 48:2, 64:2 | 64 | 894,529 (grids 892,928) |
+| radiance | 3-D 16:4, 32:4, 64:4, 128:2 | 32 | 5,392,849 (grids 5,390,336; read-out 32 -> 49) |
+
+On 2 CPU cores the sdf default fits the 52k-face armadillo to IoU 0.985 (Chamfer 0.0040 in normalised units, the
+sampling floor being ~0.0037) in 30 s (``nfkit fit-sdf``, batch 2^14, ~1,240 steps). The radiance default (N = 32,
+GNF's) is the weakest family on the demo (18.2 dB after 400 steps against 21.4-21.7 for triplane/mlp); N = 64 gives
+20.4 dB there.
 
 Centres and log-precisions train at ``rbf_lr_scale`` x the trainer's rate (their own group).
 """
@@ -86,9 +91,9 @@ class _GaussianOfSquared(torch.autograd.Function):
 class GaussianRBF(nn.Module):
     """One layer of N anisotropic Gaussian units in feature space. f [B, F] -> phi [B, N] in (0, 1]."""
 
-    def __init__(self, in_dim: int, n_units: int):
+    def __init__(self, in_dim: int, n_units: int, center_init: float = 1e-4):
         super().__init__()
-        self.centers = nn.Parameter(torch.empty(n_units, in_dim).uniform_(-1e-4, 1e-4))
+        self.centers = nn.Parameter(torch.empty(n_units, in_dim).uniform_(-center_init, center_init))
         self.log_precision = nn.Parameter(torch.zeros(n_units, in_dim))
 
     def _expanded(self, f: torch.Tensor) -> torch.Tensor:
@@ -109,10 +114,10 @@ class GaussianRBF(nn.Module):
 class RBFCore(nn.Module):
     """u [N, D] -> GridEncoding -> GaussianRBF -> phi [N, n_units]."""
 
-    def __init__(self, encoding: GridEncoding, n_units: int):
+    def __init__(self, encoding: GridEncoding, n_units: int, center_init: float = 1e-4):
         super().__init__()
         self.encoding = encoding
-        self.rbf = GaussianRBF(encoding.out_dim, n_units)
+        self.rbf = GaussianRBF(encoding.out_dim, n_units, center_init)
         self.out_dim = n_units
 
     def forward(self, u: torch.Tensor, mod=None) -> torch.Tensor:
@@ -133,6 +138,7 @@ class RBFField(CoordField):
         reps: list | None = None  # tilings per level (None: 1 = plain grids)
         n_units: int | None = None  # Gaussian units (None: 64 for image/sdf, 32 for radiance)
         init_std: float = 0.1
+        center_init: float = 1e-4  # centres start U(-center_init, center_init) (GNF: 1e-4)
         rbf_lr_scale: float = 1.0  # centres and log-precisions train at trainer lr * this
         color_head: str = "sh"  # radiance: GNF's SH-coefficient head
 
@@ -142,7 +148,7 @@ class RBFField(CoordField):
 
     def build_core(self, dim: int) -> nn.Module:
         c = self.config
-        return RBFCore(GridEncoding(dim, c.resolutions, c.channels, c.reps, c.init_std), int(c.n_units))
+        return RBFCore(GridEncoding(dim, c.resolutions, c.channels, c.reps, c.init_std), int(c.n_units), c.center_init)
 
     def param_groups(self, lr: float) -> list[dict]:
         """As :meth:`CoordField.param_groups`, with the centres/log-precisions in a third group (rbf_lr_scale)."""

@@ -15,9 +15,9 @@ Defaults per signal (parameters):
 
 | signal | planes | decoder | parameters |
 |---|---|---|---|
-| radiance | 3 x 16 x 128^2, sum | 1 x 64 | 794,883 (planes 786,432; colour MLP 7,171) |
-| image | 1 x 8 x 256^2 + 8 frequencies (34-d) | 2 x 64 | 530,883 (plane 524,288) |
-| sdf / occupancy | 3 x 8 x 128^2, sum, + 4 frequencies (27-d) | 2 x 64 | 399,937 (planes 393,216) |
+| radiance | 3 x 16 x 128^2, sum | 1 x 64 | 794,963 (planes 786,432; colour MLP 6,403) |
+| image | 1 x 8 x 256^2 + 8 frequencies (34-d) | 2 x 64 | 531,395 (plane 524,288) |
+| sdf / occupancy | 3 x 8 x 128^2, sum, + 4 frequencies (27-d) | 2 x 64 | 399,745 (planes 393,216) |
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from torch import nn
 from nfkit.errors import NfkitError
 from nfkit.fields.base import Field, FieldOutput, trunc_exp_activation
 from nfkit.fields.encodings import sh_encode
+from nfkit.fields.hashgrid import mlp  # one tiny-MLP builder for every family
 
 SIGNALS = {"radiance": 3, "image": 2, "sdf": 3, "occupancy": 3}
 KINDS = {"radiance": "density", "image": "image", "sdf": "sdf", "occupancy": "occupancy"}
@@ -48,16 +49,6 @@ class CoordConfig:
     sh_degree: int = 4  # SH bands (degree**2 functions), for the colour MLP input or the SH colour head
     net_lr_scale: float = 1.0  # network parameters train at trainer lr * this
     grid_lr_scale: float = 1.0  # grid-like parameters (see grid_param_names) at trainer lr * this
-
-
-def mlp(n_in: int, hidden: int, n_layers: int, n_out: int) -> nn.Sequential:
-    """``n_layers`` hidden ReLU layers of width ``hidden``, then a linear output: [N, n_in] -> [N, n_out]."""
-    layers, d = [], n_in
-    for _ in range(n_layers):
-        layers += [nn.Linear(d, hidden), nn.ReLU(inplace=True)]
-        d = hidden
-    layers.append(nn.Linear(d, n_out))
-    return nn.Sequential(*layers)
 
 
 class FrequencyEncoding(nn.Module):

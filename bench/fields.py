@@ -7,13 +7,19 @@
 Each (family, signal) run trains a fresh field for ``--seconds`` of wall time (evaluation excluded) with the
 family's size knob set so its parameter count is closest to the signal's budget (mlp/cam: hidden width; rbf: grid
 resolutions; triplane: plane side; hashgrid: table size and levels). Quality is measured at 1/4, 1/2 and all of the
-time: PSNR on the whole image (image; fit on all pixels) or on the test views (radiance: lego/100 from
-../shared/data when present, else the embedded demo; the curve uses the first ``--curve-views``, the final PSNR all), IoU on uniform points in [-1, 1]^3 (sdf; Chamfer distance of
-the marching-cubes mesh at the end). Radiance runs use ``nfkit fit``'s trainer with 2^14 samples per step (the
-default 2^16 leaves a 50k-parameter MLP a few dozen steps in a minute), images and shapes the ``fit-image`` /
-``fit-sdf`` defaults. The radiance budget is smaller than the others (50k) so that the MLP families are not
-hopeless in a minute on 2 cores; grids at 50k parameters are coarse. A last run checks the RBF claim with the rbf *defaults* on the mesh for
-``--rbf-seconds``. Prints one table, the claims, then one JSON object as the last line.
+time:
+
+* image: PSNR on the whole image (fit on all pixels, ``fit-image`` defaults);
+* sdf: IoU on uniform points in [-1, 1]^3 (``fit-sdf`` defaults); Chamfer distance of the marching-cubes mesh at
+  the end;
+* radiance: PSNR on the test views of lego/100 from ../shared/data when present, else the embedded demo (the curve
+  uses the first ``--curve-views``, the final PSNR all), with ``nfkit fit``'s trainer at 2^14 samples per step (the
+  default 2^16 leaves a 50k-parameter MLP a few dozen steps in a minute). The radiance budget is smaller than the
+  others (50k) so that the MLP families are not hopeless in a minute on 2 cores; grids at 50k parameters are coarse.
+
+A last run checks the RBF claim with the rbf *defaults* on the mesh for ``--rbf-seconds``. Prints one table, the
+claims, then one JSON object as the last line. Evaluating barely trained radiance fields is slow (nothing is pruned
+yet), so a full run takes well over families x signals x seconds.
 """
 from __future__ import annotations
 
@@ -211,9 +217,14 @@ def main() -> int:
                     "checkpoints and for the curve's last point (the final PSNR uses all test views)")
     ap.add_argument("--out", default="outputs/bench_fields")
     args = ap.parse_args()
-    budgets = dict(BUDGETS, **{k: int(v) for k, v in (b.split("=", 1) for b in args.budget)})
+    try:
+        budgets = dict(BUDGETS, **{k: int(v) for k, v in (b.split("=", 1) for b in args.budget)})
+    except ValueError:
+        ap.error(f"--budget: expected SIGNAL=N pairs, got {args.budget}")
     signals = [s for s in args.signals.split(",") if s]
     fams = [f for f in args.families.split(",") if f]
+    if set(signals) - set(BUDGETS) or set(fams) - set(FAMILIES) or set(budgets) - set(BUDGETS):
+        ap.error(f"signals are {', '.join(BUDGETS)}; families are {', '.join(FAMILIES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

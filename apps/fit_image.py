@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field as dc_field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from nfkit.atomic import write_json_atomic
 from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
 from nfkit.errors import NfkitError
 
@@ -224,9 +224,7 @@ def run(ns: argparse.Namespace) -> dict:
         "field": str(field_path), "family": cfg.field, "signal": "image", "width": w, "height": h,
         "config": asdict(cfg), "field_config": field.config_dict(),
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics)
     summary = {k: metrics[k] for k in ("psnr", "ssim", "steps", "train_seconds", "n_params")}
     print(f"nfkit fit-image: {json.dumps(summary)}  -> {out}/metrics.json")
     return metrics

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field as dc_field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from nfkit.atomic import write_json_atomic
 from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
 from nfkit.apps.fit_image import FAMILIES, coord_family, fit_points
 from nfkit.errors import NfkitError
@@ -162,9 +162,7 @@ def run(ns: argparse.Namespace) -> dict:
         "signal": cfg.target, "mesh_faces": int(len(mesh.faces)), "config": asdict(cfg),
         "field_config": field.config_dict(),
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics)
     summary = {k: metrics[k] for k in ("iou", "chamfer", "steps", "train_seconds", "n_params")}
     print(f"nfkit fit-sdf: {json.dumps(summary)}  -> {out}/metrics.json")
     return metrics

@@ -6,15 +6,14 @@ fixed (``samples_per_step``); the number of rays adapts to it, as in nerfacc's e
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
 import torch
 
+from nfkit.atomic import write_json_atomic
 from nfkit import fields
 from nfkit.checkpoint import load_checkpoint, save_checkpoint
 from nfkit.datasets import SceneData, composite
@@ -207,7 +206,5 @@ class Trainer:
             "family": self.cfg.field, "eval_views": ev.get("n_views", 0), "config": asdict(self.cfg),
         }
         metrics.update(metrics_extra or {})
-        tmp = self.out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, self.out / "metrics.json")
+        write_json_atomic(self.out / "metrics.json", metrics)
         return metrics

@@ -61,5 +61,26 @@ class OccupancyGrid(nn.Module):
         self.binary.copy_(self.density > thre)
         return True
 
+    def coarse(self, factor: int) -> torch.Tensor:
+        """The grid OR-pooled over ``factor^3`` blocks: [ceil(R / factor)^3] bool, same (x, y, z) flat order;
+        cached until ``binary`` changes (its version counter)."""
+        key = (self.binary.data_ptr(), self.binary._version)
+        cache = getattr(self, "_coarse", None)
+        if cache is None or cache[0] != key:
+            cache = self._coarse = (key, {})
+        if factor not in cache[1]:
+            r, c = self.resolution, -(-self.resolution // factor)
+            b = self.binary.view(r, r, r)
+            if c * factor != r:
+                b = torch.nn.functional.pad(b, (0, c * factor - r) * 3)
+            cache[1][factor] = b.reshape(c, factor, c, factor, c, factor).any(5).any(3).any(1).reshape(-1).contiguous()
+        return cache[1][factor]
+
+    def mips(self) -> tuple[list[torch.Tensor], list[int]]:
+        """Coarse levels for the C++ marcher's empty-space skipping, coarsest first: blocks of 8^3 and 2^3 cells
+        (those smaller than the grid). Returns (grids, factors)."""
+        factors = [f for f in (8, 2) if f < self.resolution]
+        return [self.coarse(f) for f in factors], factors
+
     def occupancy_fraction(self) -> float:
         return float(self.binary.float().mean())

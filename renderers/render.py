@@ -71,6 +71,8 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     :func:`render_rays` (up to the skipped negligible samples). With ``cache`` (a :class:`DensityCache`) the
     marching reads densities from the cache and the field runs only where the weight matters (viewer mode).
     """
+    if cache is not None:
+        return _render_cached(field, grid, rays_o, rays_d, opts, background, cache)
     n = rays_o.shape[0]
     t_near, t_far = ray_aabb(rays_o, rays_d, grid.aabb)
     t_cur = t_near.clamp_min(opts.near)
@@ -87,11 +89,8 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
         ri, tm, t_next = march_segment(o, d, t_cur[alive], t_far[alive], half[: alive.numel()], opts.step_size, grid, k)
         if ri.numel():
             x = o[ri] + d[ri] * tm[:, None]
-            if cache is not None:
-                sigma, feats = cache.density(x), None
-            else:
-                with amp:
-                    sigma, feats = field.geometry(x) if fast else (field.density(x), None)
+            with amp:
+                sigma, feats = field.geometry(x) if fast else (field.density(x), None)
             tau = sigma.float() * opts.step_size
             w = trans[alive][ri] * torch.exp(-packed_exclusive_sum(tau, ri, alive.numel())) * (1 - torch.exp(-tau))
             sel = torch.nonzero(w > opts.weight_eps).flatten()
@@ -112,12 +111,35 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
         alive = alive[keep]
         k = min(2 * k, max_round)
     opacity = 1 - trans
-    if cache is not None:  # viewer mode skips more samples: give the kept ones the whole opacity
-        scale = torch.where(wsum > 0, opacity / wsum.clamp_min(1e-12), torch.zeros_like(wsum))
-        rgb, depth = rgb * scale[:, None], depth * scale
     if background is not None:
         rgb = rgb + trans[:, None] * background
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": n_samples}
+
+
+def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background, cache):
+    """Viewer mode of :func:`render_rays_inference`: transmittance from the density cache in one marching pass
+    (:meth:`DensityCache.march`), the field (geometry + colour) only at the samples of weight > ``weight_eps``,
+    whose weights are rescaled to the ray's opacity (the skipped samples' share)."""
+    n = rays_o.shape[0]
+    t_near, t_far = ray_aabb(rays_o, rays_d, grid.aabb)
+    ri, t, w, trans = cache.march(rays_o, rays_d, t_near.clamp_min(opts.near), t_far, grid, opts.step_size,
+                                  opts.weight_eps, opts.early_stop_eps)
+    dev = rays_o.device
+    rgb, depth, wsum = torch.zeros(n, 3, device=dev), torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    if ri.numel():
+        x, d = rays_o[ri] + rays_d[ri] * t[:, None], rays_d[ri]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16 and rays_o.device.type == "cpu"):
+            fast = hasattr(field, "geometry") and hasattr(field, "color")
+            col = field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb
+        rgb.index_add_(0, ri, w[:, None] * col.float())
+        depth.index_add_(0, ri, w * t)
+        wsum.index_add_(0, ri, w)
+    opacity = 1 - trans
+    scale = torch.where(wsum > 0, opacity / wsum.clamp_min(1e-12), torch.zeros_like(wsum))
+    rgb, depth = rgb * scale[:, None], depth * scale
+    if background is not None:
+        rgb = rgb + trans[:, None] * background
+    return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": int(ri.numel())}
 
 
 @torch.no_grad()

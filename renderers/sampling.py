@@ -67,7 +67,9 @@ def march_reference(rays_o, rays_d, t_near, t_far, jitter, step: float, binary: 
 
 def march_segment(rays_o, rays_d, t_near, t_far, jitter, step: float, grid, max_per_ray: int = 0,
                   backend: str = "auto"):
-    """Dispatch of :func:`march_reference` (same arguments, ``grid``: :class:`OccupancyGrid`) to the C++ kernel."""
+    """Dispatch of :func:`march_reference` (same arguments, ``grid``: :class:`OccupancyGrid`) to the C++ kernel,
+    which skips empty space (``grid.mips()`` blocks, then empty cells) and returns the same samples (a ray
+    grazing a cell face within float rounding may differ in which side it is counted)."""
     if backend != "torch" and rays_o.device.type == "cpu":
         from nfkit import kernels
 
@@ -75,7 +77,8 @@ def march_segment(rays_o, rays_d, t_near, t_far, jitter, step: float, grid, max_
         if ops is not None:
             ri, ts, t_next = ops.march(rays_o.float().contiguous(), rays_d.float().contiguous(), t_near.contiguous(),
                                        t_far.contiguous(), jitter.contiguous(), float(step), grid.binary.contiguous(),
-                                       grid.aabb.contiguous(), grid.resolution, int(max_per_ray))
+                                       grid.aabb.contiguous(), grid.resolution, int(max_per_ray),
+                                       *grid.mips())
             return ri, ts, t_next
     return march_reference(rays_o, rays_d, t_near, t_far, jitter, step, grid.binary, grid.aabb, grid.resolution,
                            max_per_ray)

@@ -165,6 +165,36 @@ def test_public_march_intervals_and_backends():
     assert bool((a[0][1:] >= a[0][:-1]).all())
 
 
+@pytest.mark.parametrize("res", [32, 36])  # 36: the last coarse block (of 2, and of 8) is partial
+@pytest.mark.parametrize("aabb_i", range(len(AABBS)))
+def test_cpp_march_skips_empty_space_exactly(res, aabb_i):
+    """Sparse grids (a few occupied blobs, most coarse blocks and cells empty, so the kernel's empty-space skipping
+    is exercised): the C++ kernel keeps exactly the reference's samples, capped or not; the coarse grid ORs blocks.
+    Checked with the default levels (8 and 2), with one level of each, and with none."""
+    if kernels_or_none() is None:
+        pytest.skip("C++ CPU kernels unavailable")
+    grid, o, d, tn, tf, jit = random_setup(21 + res, AABBS[aabb_i], res=res, n_rays=512, p_occ=0.0)
+    g = torch.Generator().manual_seed(res)
+    b = grid.binary.view(res, res, res)
+    for _ in range(4):
+        i, j, k = torch.randint(0, res - 3, (3,), generator=g).tolist()
+        b[i:i + 3, j:j + 3, k:k + 3] = True
+    assert grid.mips()[1] == [8, 2]
+    coarse = grid.coarse(8).view(-1)
+    c = -(-res // 8)
+    assert coarse.numel() == c**3 and 0 < int(coarse.sum()) < c**3 // 2
+    assert int(coarse.sum()) == len({(i // 8, j // 8, k // 8) for i, j, k in torch.nonzero(b).tolist()})
+    step = 0.011
+    for cap in (0, 2):
+        ri_ref, t_ref, nx_ref = march_reference(o, d, tn, tf, jit, step, grid.binary, grid.aabb, res, cap)
+        assert ri_ref.numel() > (100 if cap == 0 else 20)
+        for factors in ([8, 2], [8], [2], []):
+            ri, t, nx = kernels_or_none().march(o, d, tn, tf, jit, step, grid.binary, grid.aabb, res, cap,
+                                                [grid.coarse(f) for f in factors], factors)
+            assert torch.equal(ri, ri_ref) and torch.equal(t, t_ref)
+            assert torch.allclose(nx, nx_ref, atol=1e-6)
+
+
 def test_cpp_march_agrees_with_reference_on_cell_boundaries():
     """A sample sitting at x = 0.4687499 in the [-1.5, 1.5]^3 box at resolution 64 (a float just below a cell
     boundary): the reference puts it in cell i = 41 along x; with only that cell occupied both backends must keep it."""

@@ -120,6 +120,7 @@ class CroppedField:
         self.lo, self.hi = torch.as_tensor(lo).float(), torch.as_tensor(hi).float()
         if hasattr(field, "geometry") and hasattr(field, "color"):
             self.geometry, self.color = self._geometry, field.color
+        self.background = getattr(field, "background", lambda d: None)  # what lies beyond is not cropped
 
     def _cut(self, x, s):
         inside = ((x >= self.lo.to(x.device)) & (x <= self.hi.to(x.device))).all(-1)
@@ -203,13 +204,16 @@ def render_view(field, grid, opts, c2w, width: int, height: int, fov_deg: float,
     """Render one view as ``uint8 [height, width, 3]`` (numpy), or ``None`` if ``should_stop()`` turned true.
 
     c2w: [4, 4] OpenGL camera-to-world (numpy or torch); fov_deg: vertical; mode: one of :data:`MODES`;
-    background: RGB in [0, 1]; crop: ``(lo [3], hi [3])`` world box or None. The image is rendered in strips of
-    rows (each a camera with a shifted principal point) so that ``should_stop`` is polled between strips.
+    background: RGB in [0, 1], used where the field has no background model (``field.background``, unbounded
+    captures; rgb mode draws the field's own background then); crop: ``(lo [3], hi [3])`` world box or None.
+    The image is rendered in strips of rows (each a camera with a shifted principal point) so that
+    ``should_stop`` is polled between strips.
     cache: optional :class:`~nfkit.renderers.DensityCache` (viewer mode, see ``render_image``).
     with_depth: also return the view-space z-depth ``float32 [height, width]`` of the visible surface (``far``
     = 100 where opacity < 0.5), which viser uses to let its 3D objects be hidden behind the field.
     """
     from nfkit.renderers import camera_from_pose, image_rays, render_image
+    from nfkit.renderers.background import render_image_bg
 
     if mode not in MODES:
         raise NfkitError(f"unknown render mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -227,7 +231,10 @@ def render_view(field, grid, opts, c2w, width: int, height: int, fov_deg: float,
         h = min(rows, height - r0)
         strip = type(cam)(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy - r0, width, h)
         kw = {} if cache is None else {"cache": cache}
-        out = render_image(field, grid, strip, 0, opts, bg if mode == "rgb" else None, **kw)
+        if mode == "rgb":  # the field's own background where it has one
+            out = render_image_bg(field, grid, strip, 0, opts, bg, **kw)
+        else:
+            out = render_image(field, grid, strip, 0, opts, None, **kw)
         acc = out["opacity"].clamp(0, 1)[..., None]
         t = out["depth"] / out["opacity"].clamp_min(1e-6)  # distance along the ray to the visible surface
         dist.append(t)

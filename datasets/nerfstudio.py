@@ -10,7 +10,9 @@ Normalisation, computed from *all* frames so every split shares it:
 * json with ``aabb_scale`` (instant-ngp: already centred and scaled): input coordinates kept, region of
   interest ``1.5 * aabb_scale * [-1, 1]^3``;
 * otherwise the similarity of :func:`normalize_poses` (centre on the optical axes' closest point, mean camera
-  distance 4), region of interest ``[-1.5, 1.5]^3``.
+  distance 4), region of interest ``[-1.5, 1.5]^3`` -- or, when the json has ``nfkit_points_bounds`` (written by
+  :func:`nfkit.datasets.colmap.colmap_to_transforms`: the sparse points' robust box), that box, normalised and
+  grown a little (:func:`points_aabb`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 from nfkit.errors import DatasetError, SplitNotFound
 
 from .build import build_scene, cube_aabb
-from .normalize import apply_similarity, normalize_poses
+from .normalize import apply_similarity, normalize_poses, points_aabb
 from .scene import SceneData, similarity
 from .transforms_json import FrameRef, parse_frames, read_json
 
@@ -83,7 +85,8 @@ def load_nerfstudio(path: Path, split: str = "train", max_side: int | None = Non
         transform = torch.eye(4, dtype=torch.float64)
     else:
         s, centre = normalize_poses(all_c2w)
-        aabb = cube_aabb(AABB_HALF)
+        box = points_aabb(meta.get("nfkit_points_bounds"), s, centre)
+        aabb = cube_aabb(AABB_HALF) if box is None else torch.tensor(box, dtype=torch.float32)
         transform = similarity(s, centre)
     idx = select_split(path, meta, refs, split)
     c2w = apply_similarity(all_c2w[idx], s, centre)

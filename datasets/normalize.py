@@ -48,3 +48,27 @@ def apply_similarity(c2w: np.ndarray, scale: float, centre: np.ndarray) -> np.nd
     out = c2w.copy()
     out[:, :3, 3] = scale * (c2w[:, :3, 3] - centre)
     return out
+
+
+# Region of interest from the sparse points: their robust box (percentiles, see ``nfkit_points_bounds`` in
+# :mod:`nfkit.datasets.colmap`) grown by this fraction of its size on each side, always holding the focus
+# cube (the point the cameras look at) and never reaching beyond the cap (cameras sit at TARGET_DISTANCE).
+POINTS_MARGIN = 0.1
+FOCUS_HALF = 0.5
+POINTS_CAP = 0.75 * TARGET_DISTANCE
+
+
+def points_aabb(bounds, scale: float, centre: np.ndarray) -> np.ndarray | None:
+    """bounds: [[min x, y, z], [max x, y, z]] of the sparse points in input coordinates (or None) -> [2, 3]
+    normalised AABB (``x_n = scale * (x - centre)``), see the constants above; None when unusable."""
+    try:
+        b = np.asarray(bounds, dtype=np.float64).reshape(2, 3)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(b).all() or (b[1] < b[0]).any():
+        return None
+    b = scale * (b - np.asarray(centre, dtype=np.float64))
+    pad = POINTS_MARGIN * (b[1] - b[0])
+    lo = np.minimum(b[0] - pad, -FOCUS_HALF).clip(-POINTS_CAP, None)
+    hi = np.maximum(b[1] + pad, FOCUS_HALF).clip(None, POINTS_CAP)
+    return np.stack([lo, hi])

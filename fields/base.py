@@ -13,6 +13,11 @@ A field maps points in **normalised scene coordinates** (the dataset's normalise
 Optional fast path (used by the inference renderer when present): ``field.geometry(x)`` -> (sigma [N],
 features [N, K]) and ``field.color(features, d)`` -> rgb [N, 3], so colour is computed only where it matters
 without re-evaluating the geometry.
+
+Optional background (unbounded captures): ``field.background(d)``: d [N, 3] unit ray directions -> rgb [N, 3],
+the colour a ray sees when it leaves the AABB unabsorbed (renderers composite it with the remaining
+transmittance), or ``None`` when the field has none; see :mod:`nfkit.fields.background` (attached as the
+submodule ``background_model``, saved and loaded with the field file).
 """
 from __future__ import annotations
 
@@ -59,6 +64,11 @@ class Field(nn.Module):
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.config)
+
+    def background(self, d: torch.Tensor) -> torch.Tensor | None:
+        """Background colour [N, 3] along unit directions d [N, 3], or None without a background model."""
+        model = self._modules.get("background_model")
+        return None if model is None else model(d)
 
 
 _REGISTRY: dict[str, tuple[type, type]] = {}

@@ -3,7 +3,9 @@
 Tensors: the field's ``state_dict`` under ``field.*`` plus optional extra tensors (e.g. the occupancy grid
 under ``occgrid.*``). Metadata key ``nfkit`` holds JSON: ``format`` ("nfkit-field"), ``format_version``,
 ``family``, ``config``, ``aabb``, ``normalization`` (``transform`` 4x4 input->normalised, ``scale``) and
-free-form ``info``. Loading never unpickles. Writes go to a temporary name, then an atomic rename.
+free-form ``info``, and ``background`` (``{"kind", "config"}``) when the field has a background model
+(:mod:`nfkit.fields.background`; its tensors are ``field.background_model.*``). Loading never unpickles.
+Writes go to a temporary name, then an atomic rename.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from nfkit.errors import FieldFileError
+from nfkit.fields.background import attach_background, background_header, build_background
 from nfkit.fields.base import Field, build_field
 
 FORMAT = "nfkit-field"
@@ -34,6 +37,9 @@ def save(field: Field, path, normalization: dict | None = None, info: dict | Non
         "normalization": normalization or {"transform": torch.eye(4).tolist(), "scale": 1.0},
         "info": info or {},
     }
+    bg = background_header(field)
+    if bg is not None:
+        meta["background"] = bg
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"nfkit": json.dumps(meta)})
@@ -102,6 +108,14 @@ def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
         raise FieldFileError(f"{path}: {e}") from None
     except (TypeError, ValueError) as e:
         raise FieldFileError(f"{path}: config does not build a {meta['family']} field ({_one_line(e)})") from None
+    bg = meta.get("background")
+    if bg is not None:
+        if not (isinstance(bg, dict) and isinstance(bg.get("kind"), str) and isinstance(bg.get("config", {}), dict)):
+            raise FieldFileError(f"{path}: corrupt nfkit metadata ('background' must be {{kind, config}})")
+        try:
+            attach_background(field, build_background(bg["kind"], bg.get("config", {})))
+        except FieldFileError as e:
+            raise FieldFileError(f"{path}: {e}") from None
     state = {k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")}
     try:
         field.load_state_dict(state)

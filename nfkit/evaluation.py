@@ -6,13 +6,14 @@ from pathlib import Path
 import torch
 
 from nfkit.metrics import psnr, ssim
-from nfkit.renderers import render_image
+from nfkit.renderers.background import render_image_bg
 
 WHITE = torch.ones(3)
 
 
 def eval_background(data) -> torch.Tensor:
-    """RGBA data is evaluated on white (the NeRF-synthetic convention)."""
+    """RGBA data is evaluated on white (the NeRF-synthetic convention); a field with a background model
+    (unbounded captures) uses its own background instead (see :func:`render_image_bg`)."""
     return WHITE
 
 
@@ -28,7 +29,7 @@ def evaluate(field, grid, data, opts, render_dir: Path | None = None, max_views:
     if render_dir is not None:
         render_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        out = render_image(field, grid, data.cameras, i, opts, bg)
+        out = render_image_bg(field, grid, data.cameras, i, opts, bg)
         gt = composite(data.images[i], bg)
         pred = out["rgb"].clamp(0, 1)
         per.append({"name": data.names[i], "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)})

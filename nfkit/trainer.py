@@ -1,8 +1,9 @@
 """Fitting a field to posed images: the training loop behind ``nfkit fit``.
 
 Data flow per step: random pixels of all training images -> rays -> occupancy-grid samples -> field ->
-compositing (random background per ray for RGBA data) -> MSE loss -> Adam. The sample budget per step is
-fixed (``samples_per_step``); the number of rays adapts to it, as in nerfacc's examples.
+compositing (random background per ray for RGBA data; for RGB data -- real, unbounded captures -- a learned
+environment map over the ray direction, :mod:`nfkit.fields.background`) -> MSE loss -> Adam. The sample
+budget per step is fixed (``samples_per_step``); the number of rays adapts to it, as in nerfacc's examples.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from nfkit.checkpoint import load_checkpoint, save_checkpoint
 from nfkit.datasets import SceneData, composite
 from nfkit.errors import NfkitError
 from nfkit.evaluation import evaluate
+from nfkit.fields.background import EnvironmentMap, attach_background, ray_background
 from nfkit.renderers import OccupancyGrid, RenderOptions, default_step_size, pixel_rays, render_rays
 
 
@@ -38,6 +40,7 @@ class FitConfig:
     n_steps_per_ray: int = 256  # marching step = AABB diagonal / this
     max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
     frames: int = 40  # frames chosen from a video input
+    background: str = "auto"  # auto (envmap for RGB data, none for RGBA) | envmap | none
     checkpoint_seconds: float = 60.0
     eval_views: int = 0  # 0: all test views
     seed: int = 0
@@ -80,11 +83,23 @@ class Trainer:
             enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
             rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
             groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
+        if self._background_kind() == "envmap":  # after the family's groups: its parameters get their own group
+            attach_background(self.field, EnvironmentMap())
+            groups = [*groups, {"params": list(self.field.background_model.parameters()), "weight_decay": 0.0}]
         self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()
         self.step, self.elapsed, self.n_rays = 0, 0.0, 1024
         self.history: list[dict] = []
+
+    def _background_kind(self) -> str:
+        """"envmap" or "none": RGBA data trains on random backgrounds (no model); RGB data has real surroundings."""
+        kind = self.cfg.background
+        if kind not in ("auto", "envmap", "none"):
+            raise NfkitError(f"--background must be auto, envmap or none, got {kind!r}")
+        if kind == "auto":
+            kind = "none" if self.train.images.shape[-1] == 4 else "envmap"
+        return kind
 
     def _prepare_pixels(self):
         imgs = self.train.images
@@ -113,7 +128,7 @@ class Trainer:
         sel = torch.randint(0, self.pixels.shape[0], (self.n_rays,))
         rays_o, rays_d = pixel_rays(self.train.cameras, self.pix_cam[sel], self.pix_u[sel], self.pix_v[sel])
         px = self.pixels[sel]
-        bg = torch.rand(self.n_rays, 3) if self.has_alpha else None
+        bg = torch.rand(self.n_rays, 3) if self.has_alpha else ray_background(self.field, rays_d)
         target = composite(px, bg) if self.has_alpha else px
         self.grid.update(self.step, self.field.density, self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)

@@ -1,0 +1,34 @@
+"""Whole-image rendering with the field's own background (unbounded captures), on top of the shared renderer.
+
+:func:`render_image_bg` is :func:`nfkit.renderers.render_image` with one difference: when the field has a
+background model (``field.background(d)`` returns colours, see :mod:`nfkit.fields.background`), each chunk of
+rays gets its per-ray background ``[R, 3]``, composited with the remaining transmittance by
+:func:`~nfkit.renderers.render.render_rays_inference`; otherwise the given ``background`` ([3] or None) is used,
+exactly as ``render_image`` does.
+"""
+from __future__ import annotations
+
+import torch
+
+from nfkit.fields.background import ray_background
+from nfkit.renderers.cameras import Cameras, image_rays
+from nfkit.renderers.occupancy import OccupancyGrid
+from nfkit.renderers.render import RenderOptions, render_rays_inference
+
+
+@torch.no_grad()
+def render_image_bg(field, grid: OccupancyGrid, cams: Cameras, i: int, opts: RenderOptions, background=None,
+                    chunk: int = 1 << 14, cache=None) -> dict:
+    """Render camera ``i`` of ``cams`` -> dict ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W].
+
+    background: fallback colour ([3] or None) for fields without a background model.  ``cache``: optional
+    :class:`~nfkit.renderers.DensityCache` (viewer mode).
+    """
+    rays_o, rays_d = image_rays(cams, i)
+    outs = []
+    for o, d in zip(rays_o.split(chunk), rays_d.split(chunk)):
+        bg = ray_background(field, d, background)
+        kw = {} if cache is None else {"cache": cache}
+        outs.append(render_rays_inference(field, grid, o, d, opts, bg, **kw))
+    h, w = cams.height, cams.width
+    return {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1) for k in ("rgb", "opacity", "depth")}

@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 
+import nfkit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import numpy as np
 import pytest
 

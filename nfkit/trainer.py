@@ -41,6 +41,7 @@ class FitConfig:
     max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
     frames: int = 40  # frames chosen from a video input
     background: str = "auto"  # auto (envmap for RGB data, none for RGBA) | envmap | none
+    sparsity: float = -1.0  # weight of the L1 density prior at random AABB points; -1: auto (see Trainer)
     checkpoint_seconds: float = 60.0
     eval_views: int = 0  # 0: all test views
     seed: int = 0
@@ -69,6 +70,9 @@ def make_adam(groups, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=lr, eps=1e-15, betas=(0.9, 0.99))
 
 
+SPARSITY, SPARSITY_POINTS = 5e-2, 4096
+
+
 class Trainer:
     def __init__(self, cfg: FitConfig, train: SceneData, test: SceneData | None, progress: bool = True):
         torch.manual_seed(cfg.seed)
@@ -86,6 +90,10 @@ class Trainer:
         if self._background_kind() == "envmap":  # after the family's groups: its parameters get their own group
             attach_background(self.field, EnvironmentMap())
             groups = [*groups, {"params": list(self.field.background_model.parameters()), "weight_decay": 0.0}]
+        # Unbounded captures leave much of the AABB unseen (under the table, behind the object): an L1 prior on
+        # the opacity sigma * step at random points empties it, so the occupancy grid can skip it.
+        auto = SPARSITY if self._background_kind() == "envmap" else 0.0
+        self.sparsity = cfg.sparsity if cfg.sparsity >= 0 else auto
         self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()
@@ -132,7 +140,11 @@ class Trainer:
         target = composite(px, bg) if self.has_alpha else px
         self.grid.update(self.step, self.field.density, self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)
-        loss = torch.mean((out["rgb"] - target) ** 2)
+        loss = mse = torch.mean((out["rgb"] - target) ** 2)
+        if self.sparsity > 0:
+            lo, hi = self.grid.aabb[0], self.grid.aabb[1]
+            x = lo + torch.rand(SPARSITY_POINTS, 3) * (hi - lo)
+            loss = loss + self.sparsity * (self.field.density(x) * self.opts.step_size).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if out["n_samples"] > 0:
             loss.backward()
@@ -142,7 +154,7 @@ class Trainer:
             self.optimizer.step()
         n_s = max(1, out["n_samples"])
         self.n_rays = int(min(1 << 16, max(256, self.n_rays * cfg.samples_per_step / n_s)))
-        return {"loss": loss.item(), "samples": out["n_samples"]}
+        return {"loss": mse.item(), "samples": out["n_samples"]}
 
     def done(self) -> bool:
         if self.step >= self.cfg.steps:
@@ -199,7 +211,25 @@ class Trainer:
             raise NfkitError(f"interrupted at step {self.step}; checkpoint saved in {self.out / 'checkpoint'} "
                              "(continue with --resume)") from None
         bar.close()
+        if self.sparsity > 0:
+            self.refresh_grid()
         self.checkpoint()
+
+    @torch.no_grad()
+    def refresh_grid(self, samples_per_cell: int = 4, chunk: int = 1 << 16) -> None:
+        """Re-evaluates every occupancy cell from the final field (the max of ``sigma * step`` at the centre and
+        ``samples_per_cell`` jittered points), replacing the running maximum, which still remembers early
+        training's density in regions the sparsity prior has emptied since."""
+        g, n = self.grid, self.grid.resolution ** 3
+        vals = []
+        for c in torch.arange(n, device=g.density.device).split(chunk):
+            v = self.field.density(g.cell_points(c, jitter=False))
+            for _ in range(samples_per_cell):
+                v = torch.maximum(v, self.field.density(g.cell_points(c)))
+            vals.append(v * self.opts.step_size)
+        vals = torch.cat(vals).float()
+        g.density.copy_(vals)
+        g.binary.copy_(vals > vals.mean().clamp(max=0.01))
 
     def evaluate(self, write_renders: bool = True) -> dict:
         if self.test is None:

@@ -31,6 +31,10 @@ def main(argv=None) -> int:
     fit_sdf.build_parser(sub.add_parser("fit-sdf", help="fit a 3-D shape field (SDF or occupancy) to a mesh"))
     viewer.build_parser(sub.add_parser("view", help="look at a field in the browser (viser)"))
     camera_path.build_parser(sub.add_parser("render", help="render a camera path of a field to mp4"))
+    from nfkit.apps import convert, export  # issue 5: convert / export / info
+    convert.build_parser(sub.add_parser("convert", help="distil a field into another family (PVD)"))
+    export.build_parser(sub.add_parser("export", help="export a field as a mesh and/or a point cloud"))
+    convert.build_info_parser(sub.add_parser("info", help="family, parameters, bounds, format of a field file"))
     ns = parser.parse_args(argv)
     if ns.command == "fit":
         return guarded(lambda: fit_scene.run(ns))
@@ -42,6 +46,8 @@ def main(argv=None) -> int:
         return guarded(lambda: viewer.run(ns))
     if ns.command == "render":
         return guarded(lambda: camera_path.run(ns))
+    if ns.command in ("convert", "export", "info"):
+        return guarded(lambda: {"convert": convert.run, "export": export.run, "info": convert.run_info}[ns.command](ns))
     return 2
 
 

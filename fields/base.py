@@ -18,6 +18,17 @@ Optional background (unbounded captures): ``field.background(d)``: d [N, 3] unit
 the colour a ray sees when it leaves the AABB unabsorbed (renderers composite it with the remaining
 transmittance), or ``None`` when the field has none; see :mod:`nfkit.fields.background` (attached as the
 submodule ``background_model``, saved and loaded with the field file).
+
+Volume features (what ``nfkit convert`` distils, PVD's common interface; every radiance family has them):
+``field.volume(x, d=None)`` -> :class:`VolumeFeature` (``log_sigma`` [N]: the raw log-density, sigma =
+exp(log_sigma) inside the AABB, unclamped; ``geo`` [N, K]: the geometry features the colour head reads) and
+``field.volume_color(vf, d)`` -> rgb [N, 3], the colour head on those features. Distillation compares
+``log_sigma`` clamped to :data:`SIGMA_CLIP` ([-2, 7], log space, as PVD) and ``geo`` when both fields have the
+same K (:data:`VOLUME_GEO` = 15 for every family with an MLP colour head: hashgrid, and mlp/cam/rbf/triplane with
+``color_head="mlp"``, which ``nfkit convert`` uses for every student). The default below is built from
+``geometry()``/``color()`` (``log_sigma`` = log of the density, ``geo`` = the fast path's features); families
+override it where the raw value is at hand. ``d`` matters only for fields whose density depends on the view (CAM
+with trunk modulation).
 """
 from __future__ import annotations
 
@@ -36,6 +47,22 @@ class FieldOutput:
     density: torch.Tensor  # [N] (or the SDF for kind == "sdf")
     rgb: torch.Tensor  # [N, 3] in [0, 1]
     features: torch.Tensor | None = None  # [N, K]
+
+
+SIGMA_CLIP = (-2.0, 7.0)  # log-density range compared by distillation (PVD's sigma_clip_min / max)
+VOLUME_GEO = 15  # geometry features of the common colour head (MLP over [SH_4(d), 15 features])
+LOG_SIGMA_OUTSIDE = -30.0  # log_sigma reported outside the AABB (sigma = 0 there)
+
+
+@dataclass
+class VolumeFeature:
+    """Per-point volume feature. log_sigma [N] (raw, unclamped; sigma = exp(log_sigma) inside the AABB and
+    :data:`LOG_SIGMA_OUTSIDE` outside); geo [N, K] geometry features; head: what the family's own colour head
+    reads (defaults to ``geo``; the hash grid's head also reads the raw density)."""
+
+    log_sigma: torch.Tensor
+    geo: torch.Tensor
+    head: torch.Tensor | None = None
 
 
 class Field(nn.Module):
@@ -61,6 +88,27 @@ class Field(nn.Module):
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> FieldOutput:
         raise NotImplementedError
+
+    def volume(self, x: torch.Tensor, d: torch.Tensor | None = None) -> VolumeFeature:
+        """x [N, 3] world, d [N, 3] unit or None -> :class:`VolumeFeature` (default: from ``geometry()``, or from
+        ``forward`` for fields without the fast path)."""
+        if hasattr(self, "geometry"):
+            sigma, feats = self.geometry(x)
+        else:
+            if d is None:
+                d = torch.zeros_like(x).index_fill_(1, torch.tensor([2], device=x.device), 1.0)
+            out = self(x, d)
+            sigma, feats = out.density, out.features
+            if feats is None:
+                feats = torch.zeros(x.shape[0], 0, device=x.device)
+        log_sigma = torch.log(sigma.clamp_min(1e-13)).clamp_min(LOG_SIGMA_OUTSIDE)
+        return VolumeFeature(log_sigma, feats)
+
+    def volume_color(self, vf: VolumeFeature, d: torch.Tensor) -> torch.Tensor:
+        """The colour head on a :class:`VolumeFeature` from :meth:`volume`: rgb [N, 3] in [0, 1]."""
+        if not hasattr(self, "color"):
+            raise NotImplementedError(f"{self.family}: no colour head on volume features")
+        return self.color(vf.head if vf.head is not None else vf.geo, d)
 
     def config_dict(self) -> dict:
         return dataclasses.asdict(self.config)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfkit.errors import NfkitError
-from nfkit.fields.base import Field, FieldOutput, trunc_exp_activation
+from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, trunc_exp_activation
 from nfkit.fields.encodings import sh_encode
 from nfkit.fields.hashgrid import mlp  # one tiny-MLP builder for every family
 
@@ -179,6 +179,19 @@ class CoordField(Field):
             return torch.sigmoid(self.color_net(torch.cat([sh, feats], -1)))
         coeff = feats.reshape(feats.shape[0], 3, c.sh_degree**2)
         return torch.sigmoid((coeff * sh[:, None, :]).sum(-1))
+
+    def volume(self, x: torch.Tensor, d: torch.Tensor | None = None) -> VolumeFeature:
+        """Radiance only: log_sigma = raw_0 - 1 (the argument of exp), geo = the head's colour features (15 for
+        ``color_head="mlp"``, 3 * sh_degree^2 SH coefficients for ``"sh"``); d reaches view-modulated cores (CAM)."""
+        if self.config.signal != "radiance":
+            raise NfkitError(f"{self.family} {self.config.signal} field has no volume features (radiance only)")
+        u = self.normalize(x)
+        h = self.raw(u.clamp(0, 1), d)
+        log_sigma = torch.where(self.inside(u), h[:, 0] - 1.0, torch.full_like(h[:, 0], LOG_SIGMA_OUTSIDE))
+        return VolumeFeature(log_sigma, h[:, 1:])
+
+    def volume_color(self, vf: VolumeFeature, d: torch.Tensor) -> torch.Tensor:
+        return self._color(vf.geo, d)
 
     def has_fast_path(self) -> bool:
         return self.config.signal == "radiance"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nfkit.fields.base import Field, FieldOutput, register_field, trunc_exp_activation
+from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, register_field, trunc_exp_activation
 from nfkit.fields.encodings import HashEncoding, HashGridConfig, sh_encode
 
 
@@ -67,6 +67,14 @@ class HashGridField(Field):
         """feats from :meth:`geometry`, d: [N, 3] unit -> rgb [N, 3]."""
         sh = sh_encode(d, self.config.sh_degree).to(feats.dtype)
         return torch.sigmoid(self.color_net(torch.cat([sh, feats], -1)))
+
+    def volume(self, x: torch.Tensor, d: torch.Tensor | None = None) -> VolumeFeature:
+        """PVD volume feature (see :mod:`nfkit.fields.base`): log_sigma = raw - 1 (the argument of exp),
+        geo = the 15 geometry features; the colour head reads [raw, geo] (``head``)."""
+        x01 = self.normalize(x)
+        h = self.density_net(self.encoding(x01.clamp(0, 1)))
+        log_sigma = torch.where(self.inside(x01), h[:, 0] - 1.0, torch.full_like(h[:, 0], LOG_SIGMA_OUTSIDE))
+        return VolumeFeature(log_sigma, h[:, 1:], h)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> FieldOutput:
         sigma, h = self._geometry(x)

@@ -1,0 +1,100 @@
+"""``nfkit convert IN OUT --to FAMILY``: distil a radiance field file into another family (PVD), and
+``nfkit info FIELD``: what a field file holds.
+
+    nfkit convert IN OUT --to FAMILY [--data DATA] [--steps N] [--max-seconds S] [--config student.json]
+                         [--metrics PATH]
+
+Writes OUT (a field file with the teacher's occupancy grid, so ``nfkit view`` / ``render`` work) and
+``metrics.json`` beside it (or ``--metrics``): PSNR of the student against the teacher's renders, against ground
+truth with ``--data`` (test split), seconds per stage. Converting to the teacher's own family without ``--config``
+is an exact copy of the file. See :mod:`nfkit.distill`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nfkit.errors import NfkitError
+
+
+def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from nfkit.distill import RADIANCE_FAMILIES, DistillConfig
+
+    d = DistillConfig()
+    p.add_argument("src", metavar="IN", help="teacher field file (.safetensors, from nfkit fit or convert)")
+    p.add_argument("dst", metavar="OUT", help="student field file to write")
+    p.add_argument("--to", required=True, dest="family", help=f"student family: {', '.join(RADIANCE_FAMILIES)}")
+    p.add_argument("--data", default=None, help="dataset: virtual cameras follow its training cameras; "
+                   "ground-truth PSNR on its test split")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"distillation steps (default: {d.steps})")
+    p.add_argument("--max-seconds", type=float, default=0.0, help="time limit in seconds (0: none)")
+    p.add_argument("--config", default=None, help="JSON file with the student's field config (overrides)")
+    p.add_argument("--metrics", default=None, help="metrics file (default: metrics.json beside OUT)")
+    p.add_argument("--samples-per-step", type=int, default=d.samples_per_step)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--eval-views", type=int, default=8, help="views compared with the teacher's renders")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def read_config(path) -> dict | None:
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise NfkitError(f"--config {p}: no such file") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NfkitError(f"--config {p}: not a JSON file ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(cfg, dict):
+        raise NfkitError(f"--config {p}: expected a JSON object of field options, got {type(cfg).__name__}")
+    return cfg
+
+
+def run(ns: argparse.Namespace) -> dict:
+    from nfkit.distill import DistillConfig, convert_file
+
+    if ns.steps < 1:
+        raise NfkitError(f"--steps must be at least 1, got {ns.steps}")
+    if ns.max_seconds < 0:
+        raise NfkitError(f"--max-seconds must be >= 0, got {ns.max_seconds}")
+    cfg = DistillConfig(steps=ns.steps, max_seconds=ns.max_seconds, samples_per_step=ns.samples_per_step, lr=ns.lr,
+                        seed=ns.seed)
+    m = convert_file(ns.src, ns.dst, ns.family, cfg, read_config(ns.config), ns.data, ns.eval_views,
+                     metrics_path=ns.metrics)
+    keys = ("mode", "from", "to", "steps", "train_seconds", "psnr_vs_teacher", "psnr_vs_ground_truth")
+    print(" ".join(f"{k}={round(m[k], 2) if isinstance(m[k], float) else m[k]}" for k in keys if k in m))
+    return m
+
+
+def build_info_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("field", help="field file (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    return p
+
+
+def field_info(path) -> dict:
+    """family, kind, parameter count, bounds, format version (and normalisation, occupancy grid) of a field file."""
+    from nfkit import fields
+
+    field, meta, extras = fields.load(path, return_extras=True)
+    grid = extras.get("occgrid.binary")
+    return {"file": str(path), "family": meta["family"], "kind": field.kind,
+            "format_version": meta["format_version"], "n_params": sum(p.numel() for p in field.parameters()),
+            "aabb": meta["aabb"], "normalization_scale": meta.get("normalization", {}).get("scale"),
+            "occupancy_grid": None if grid is None else round(grid.numel() ** (1 / 3)),
+            "background": (meta.get("background") or {}).get("kind"), "config": meta.get("config", {})}
+
+
+def run_info(ns: argparse.Namespace) -> dict:
+    info = field_info(ns.field)
+    if ns.json:
+        print(json.dumps(info))
+        return info
+    for k in ("file", "family", "kind", "format_version", "n_params", "aabb", "normalization_scale",
+              "occupancy_grid", "background"):
+        v = f"{info[k]:,}" if k == "n_params" else info[k]
+        print(f"{k:>20}: {v}")
+    return info

@@ -1,0 +1,63 @@
+"""``nfkit export FIELD --mesh out.{ply,obj,glb} [--resolution R] [--points out.ply]``: a field file to a mesh
+and/or a coloured point cloud, in the input (un-normalised) coordinates. See :mod:`nfkit.export`.
+
+Mesh: marching cubes at ``--resolution`` over the field's AABB; density fields at the density where one render
+step has opacity ``--opacity`` (0.5), SDF fields at 0; vertex colours from the field; largest component only
+unless ``--all-components``. Points: pixels of rendered opacity > 0.5 from ``--views`` views (the training cameras
+of ``--data`` when given, else virtual cameras around the bounds), statistical outlier removal.
+"""
+from __future__ import annotations
+
+import argparse
+
+from nfkit.errors import NfkitError
+
+
+def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("field", help="field file (.safetensors)")
+    p.add_argument("--mesh", default=None, help="mesh to write (.ply, .obj or .glb)")
+    p.add_argument("--resolution", type=int, default=256, help="marching-cubes lattice points per axis")
+    p.add_argument("--opacity", type=float, default=0.5, help="density fields: opacity of one render step at the "
+                   "surface (sets the density level)")
+    p.add_argument("--all-components", action="store_true", help="keep every connected component of the mesh")
+    p.add_argument("--points", default=None, help="point cloud to write (.ply)")
+    p.add_argument("--data", default=None, help="dataset whose training cameras render the points")
+    p.add_argument("--views", type=int, default=64, help="views rendered for --points")
+    p.add_argument("--view-size", type=int, default=200, help="virtual views: pixels per side")
+    p.add_argument("--max-points", type=int, default=500_000)
+    p.add_argument("--no-outlier-filter", action="store_true")
+    return p
+
+
+def run(ns: argparse.Namespace) -> dict:
+    import torch
+
+    from nfkit import export
+    from nfkit.distill.sampling import camera_prior, virtual_cameras
+    from nfkit.renderers import load_renderable
+
+    if ns.mesh is None and ns.points is None:
+        raise NfkitError("export: give --mesh OUT and/or --points OUT")
+    for flag, path, ok in (("--mesh", ns.mesh, export.MESH_SUFFIXES), ("--points", ns.points, (".ply",))):
+        if path is not None and not str(path).lower().endswith(ok):
+            raise NfkitError(f"{flag} {path}: expected a file name ending in {', '.join(ok)}")
+    field, grid, opts, meta = load_renderable(ns.field)
+    norm = meta.get("normalization")
+    out = {}
+    if ns.mesh is not None:
+        m = export.extract_mesh(field, ns.resolution, ns.opacity, opts.step_size)
+        out["mesh"] = export.write_mesh(m, ns.mesh, norm, keep_largest=not ns.all_components)
+        print(f"mesh: {out['mesh']['vertices']:,} vertices, {out['mesh']['faces']:,} faces -> {ns.mesh}")
+    if ns.points is not None:
+        if ns.data is not None:
+            from nfkit.datasets import load_dataset
+
+            cams = load_dataset(ns.data, "train").cameras
+            if len(cams) > ns.views:
+                cams = cams[torch.linspace(0, len(cams) - 1, ns.views).round().long()]
+        else:
+            cams = virtual_cameras(camera_prior(field.aabb), ns.views, ns.view_size, torch.Generator().manual_seed(0))
+        pts = export.extract_points(field, grid, opts, cams, ns.max_points)
+        out["points"] = export.write_points(pts, ns.points, norm, filter_outliers=not ns.no_outlier_filter)
+        print(f"points: {out['points']['points']:,} -> {ns.points}")
+    return out

@@ -1,0 +1,223 @@
+"""Exporting fields: triangle meshes (marching cubes) and coloured point clouds (rendered depth), in the input
+(un-normalised) scene coordinates.
+
+* :func:`extract_mesh`: the field on a ``resolution``^3 lattice spanning its AABB (corners included; voxel =
+  extent / (resolution - 1)), scikit-image marching cubes, vertices [V, 3] and faces [F, 3] (outward normals,
+  counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
+  (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF and occupancy fields:
+  level 0 (negative / positive inside). Vertex colours: ``field(x, d)`` viewed along the inward normal
+  (``d = -n``), for radiance fields.
+* :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
+  ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
+  filter (open3d when installed, else k-nearest-neighbour mean distances with scipy: drop points beyond mean + 2 std).
+* :func:`to_input_coords`: normalised -> input coordinates, inverting the field file's ``normalization.transform``
+  (4x4, input -> normalised; see :func:`nfkit.datasets.scene.unnormalize_points`), in float64.
+* :func:`write_mesh` / :func:`write_points`: trimesh writers (.ply, .obj, .glb for meshes; .ply for points) to a
+  temporary name, then an atomic rename. With open3d installed the mesh is cleaned with it (degenerate and
+  duplicated triangles removed, largest connected component, normals); without, trimesh keeps the largest component.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nfkit.errors import NfkitError
+
+MESH_SUFFIXES = (".ply", ".obj", ".glb")
+
+
+def _open3d():
+    try:
+        import open3d  # noqa: F401
+
+        return open3d
+    except Exception:  # noqa: BLE001  (optional dependency; a broken install counts as absent)
+        return None
+
+
+def to_input_coords(points: np.ndarray, normalization: dict | None) -> np.ndarray:
+    """points [P, 3] normalised -> [P, 3] float64 input coordinates (``normalization``: the field file's)."""
+    t = np.asarray((normalization or {}).get("transform", np.eye(4)), dtype=np.float64).reshape(4, 4)
+    inv = np.linalg.inv(t)
+    return np.asarray(points, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
+
+
+@torch.no_grad()
+def field_lattice(fn, aabb: torch.Tensor, resolution: int, chunk: int = 1 << 16) -> np.ndarray:
+    """fn: x [N, 3] -> [N] on the lattice of ``resolution``^3 points spanning ``aabb`` [2, 3] (corners included).
+    Returns [R, R, R] float32, indexed (x, y, z)."""
+    r = int(resolution)
+    axes = [torch.linspace(float(aabb[0, i]), float(aabb[1, i]), r) for i in range(3)]
+    gx, gy, gz = torch.meshgrid(*axes, indexing="ij")
+    pts = torch.stack([gx, gy, gz], -1).reshape(-1, 3).to(aabb.device)
+    vals = torch.cat([fn(p).float().cpu() for p in pts.split(chunk)])
+    return vals.reshape(r, r, r).numpy()
+
+
+def density_level(opacity: float, step: float) -> float:
+    """Density whose opacity over one marching step ``step`` is ``opacity``."""
+    if not 0 < opacity < 1:
+        raise NfkitError(f"--opacity must be in (0, 1), got {opacity}")
+    return -math.log(1 - opacity) / step
+
+
+@torch.no_grad()
+def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float | None = None,
+                 color: bool = True) -> dict:
+    """Marching cubes on ``field`` (see the module docstring). Returns ``vertices`` [V, 3], ``faces`` [F, 3],
+    ``normals`` [V, 3] (outward, unit), ``colors`` [V, 3] uint8 or None, ``level``, in normalised coordinates."""
+    from skimage import measure
+
+    if resolution < 8:
+        raise NfkitError(f"--resolution must be at least 8, got {resolution}")
+    aabb = field.aabb
+    vol = field_lattice(field.density, aabb, resolution)
+    if field.kind == "density":
+        from nfkit.renderers import default_step_size
+
+        level = density_level(opacity, step or default_step_size(aabb.cpu(), 256))
+        sdf_like = -vol + level  # negative inside, as an SDF
+    elif field.kind == "sdf":
+        level, sdf_like = 0.0, vol
+    elif field.kind == "occupancy":
+        level, sdf_like = 0.0, -vol
+    else:
+        raise NfkitError(f"a {field.kind} field has no surface to mesh")
+    if not (sdf_like.min() < 0 < sdf_like.max()):
+        raise NfkitError(f"the field has no surface at level {level:.4g} inside its bounds "
+                         f"(range {float(vol.min()):.4g} .. {float(vol.max()):.4g}); try another --opacity")
+    spacing = ((aabb[1] - aabb[0]) / (resolution - 1)).cpu().numpy()
+    verts, faces, normals, _ = measure.marching_cubes(sdf_like, 0.0, spacing=tuple(float(s) for s in spacing),
+                                                      gradient_direction="ascent")
+    verts = verts + aabb[0].cpu().numpy()
+    # gradient "ascent" of an SDF points outward; skimage then winds faces counter-clockwise seen from outside
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+    colors = None
+    if color and field.kind == "density":
+        x = torch.as_tensor(verts, dtype=torch.float32, device=aabb.device)
+        n = torch.as_tensor(normals, dtype=torch.float32, device=aabb.device)
+        rgb = torch.cat([field(xc, -nc).rgb.float().cpu() for xc, nc in zip(x.split(1 << 16), n.split(1 << 16))])
+        colors = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return {"vertices": verts.astype(np.float64), "faces": faces.astype(np.int64), "normals": normals,
+            "colors": colors, "level": level}
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def clean_mesh(mesh, keep_largest: bool = True):
+    """trimesh.Trimesh -> cleaned trimesh.Trimesh (open3d when installed, else trimesh; see module docstring)."""
+    import trimesh
+
+    o3d = _open3d()
+    if o3d is not None:
+        m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
+                                      o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
+        if mesh.visual.kind == "vertex":
+            m.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0)
+        m.remove_degenerate_triangles()
+        m.remove_duplicated_triangles()
+        if keep_largest and len(m.triangles):
+            labels, counts, _ = m.cluster_connected_triangles()
+            labels, counts = np.asarray(labels), np.asarray(counts)
+            m.remove_triangles_by_mask(labels != int(np.argmax(counts)))
+        m.remove_unreferenced_vertices()
+        m.compute_vertex_normals()
+        cols = (np.asarray(m.vertex_colors) * 255 + 0.5).astype(np.uint8) if m.has_vertex_colors() else None
+        return trimesh.Trimesh(np.asarray(m.vertices), np.asarray(m.triangles), vertex_colors=cols, process=False)
+    if keep_largest and len(mesh.faces):
+        parts = mesh.split(only_watertight=False)
+        if len(parts) > 1:
+            mesh = max(parts, key=lambda p: len(p.faces))
+    return mesh
+
+
+def write_mesh(mesh_dict: dict, path, normalization: dict | None = None, keep_largest: bool = True) -> dict:
+    """Write a mesh from :func:`extract_mesh` in input coordinates. Returns {"vertices", "faces", "path"}."""
+    import trimesh
+
+    path = Path(path)
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise NfkitError(f"--mesh {path}: expected a .ply, .obj or .glb file name")
+    verts = to_input_coords(mesh_dict["vertices"], normalization)
+    mesh = trimesh.Trimesh(verts, mesh_dict["faces"], vertex_colors=mesh_dict["colors"], process=False)
+    mesh = clean_mesh(mesh, keep_largest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    mesh.export(str(tmp), file_type=path.suffix.lower()[1:])
+    os.replace(tmp, path)
+    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "path": str(path)}
+
+
+@torch.no_grad()
+def extract_points(field, grid, opts, cams, max_points: int = 500_000, min_opacity: float = 0.5,
+                   seed: int = 0) -> dict:
+    """Coloured points from rendered depth (see the module docstring). cams: :class:`Cameras` to render.
+    Returns ``points`` [P, 3] float64 (normalised coordinates), ``colors`` [P, 3] uint8."""
+    from nfkit.renderers import image_rays
+    from nfkit.renderers.render import render_rays_inference
+
+    if field.kind != "density":
+        raise NfkitError(f"--points needs a radiance field, got a {field.kind} field")
+    pts, cols = [], []
+    for i in range(len(cams)):
+        rays_o, rays_d = image_rays(cams, i)
+        for o, d in zip(rays_o.split(1 << 14), rays_d.split(1 << 14)):
+            out = render_rays_inference(field, grid, o, d, opts, None)
+            keep = out["opacity"] > min_opacity
+            if keep.any():
+                op = out["opacity"][keep]
+                pts.append(o[keep] + d[keep] * (out["depth"][keep] / op)[:, None])
+                cols.append((out["rgb"][keep] / op[:, None]).clamp(0, 1))
+    if not pts:
+        raise NfkitError(f"no pixel of the {len(cams)} views has opacity > {min_opacity}: nothing to export")
+    p, c = torch.cat(pts).double().cpu().numpy(), torch.cat(cols).cpu().numpy()
+    if len(p) > max_points:
+        sel = np.random.default_rng(seed).choice(len(p), max_points, replace=False)
+        p, c = p[sel], c[sel]
+    return {"points": p, "colors": (c * 255 + 0.5).astype(np.uint8)}
+
+
+def remove_outliers(points: np.ndarray, k: int = 20, std_ratio: float = 2.0) -> np.ndarray:
+    """Boolean mask [P] of the points to keep: mean distance to the k nearest neighbours within mean + std_ratio
+    x std of all such distances (open3d's statistical outlier removal when installed, else scipy)."""
+    n = len(points)
+    if n <= k:
+        return np.ones(n, dtype=bool)
+    o3d = _open3d()
+    if o3d is not None:
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+        _, idx = pc.remove_statistical_outlier(nb_neighbors=k, std_ratio=std_ratio)
+        mask = np.zeros(n, dtype=bool)
+        mask[np.asarray(idx, dtype=np.int64)] = True
+        return mask
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(points).query(points, k=k + 1)
+    mean = dist[:, 1:].mean(1)
+    return mean <= mean.mean() + std_ratio * mean.std()
+
+
+def write_points(pts: dict, path, normalization: dict | None = None, filter_outliers: bool = True) -> dict:
+    """Write points from :func:`extract_points` as a coloured PLY in input coordinates."""
+    import trimesh
+
+    path = Path(path)
+    if path.suffix.lower() != ".ply":
+        raise NfkitError(f"--points {path}: expected a .ply file name")
+    p, c = pts["points"], pts["colors"]
+    if filter_outliers:
+        keep = remove_outliers(p)
+        p, c = p[keep], c[keep]
+    cloud = trimesh.PointCloud(to_input_coords(p, normalization),
+                               colors=np.concatenate([c, np.full((len(c), 1), 255, np.uint8)], 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    cloud.export(str(tmp), file_type="ply")
+    os.replace(tmp, path)
+    return {"points": len(p), "path": str(path)}

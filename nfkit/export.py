@@ -92,10 +92,11 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
                          f"(range {float(vol.min()):.4g} .. {float(vol.max()):.4g}); try another --opacity")
     spacing = ((aabb[1] - aabb[0]) / (resolution - 1)).cpu().numpy()
     verts, faces, normals, _ = measure.marching_cubes(sdf_like, 0.0, spacing=tuple(float(s) for s in spacing),
-                                                      gradient_direction="ascent")
+                                                      gradient_direction="descent")
     verts = verts + aabb[0].cpu().numpy()
-    # gradient "ascent" of an SDF points outward; skimage then winds faces counter-clockwise seen from outside
-    normals = normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+    # with "descent" on an SDF-like volume skimage winds the faces counter-clockwise seen from outside (positive
+    # volume) and its normals point inward (checked on a sphere in tests/test_export.py): flip them
+    normals = -normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
     colors = None
     if color and field.kind == "density":
         x = torch.as_tensor(verts, dtype=torch.float32, device=aabb.device)

@@ -30,6 +30,8 @@ HELP = {
     "frames": "frames chosen from a video input",
     "background": "model of what lies beyond the AABB: auto (a learned environment map for RGB data, none "
                   "for RGBA), envmap, none",
+    "sparsity": "weight of an L1 prior on the opacity at random points of the AABB, emptying space no view "
+                "explains (-1: 0.05 with a background model, else 0)",
 }
 # Training budget of a capture when --max-seconds is not given: with decoding + poses (~30-60 s), evaluation
 # and the orbit video, the whole command stays within ~10 minutes on 2 CPU cores.

@@ -4,6 +4,8 @@ Data flow per step: random pixels of all training images -> rays -> occupancy-gr
 compositing (random background per ray for RGBA data; for RGB data -- real, unbounded captures -- a learned
 environment map over the ray direction, :mod:`nfkit.fields.background`) -> MSE loss -> Adam. The sample
 budget per step is fixed (``samples_per_step``); the number of rays adapts to it, as in nerfacc's examples.
+With a background model, an L1 prior on ``sigma * step`` at random points of the AABB (``sparsity``) empties
+space no view explains, and the occupancy grid is re-evaluated from the final field (:meth:`refresh_grid`).
 """
 from __future__ import annotations
 

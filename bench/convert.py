@@ -47,7 +47,7 @@ class Watch:
     def __call__(self, run, force: bool = False):
         from nfkit.evaluation import evaluate
 
-        if not force and run.elapsed < self.next:
+        if not force and run.elapsed < self.next and not run.done():
             return
         self.next = run.elapsed + self.every
         field = run.student if hasattr(run, "student") else run.field

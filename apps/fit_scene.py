@@ -5,8 +5,8 @@ Runnable as ``python apps/fit_scene.py DATA --out DIR`` with the same arguments 
 A video, image folder or COLMAP model (a *capture*) is first posed into ``DIR/transforms.json``
 (:func:`nfkit.datasets.capture.prepare_capture`); captures then train for at most
 :data:`CAPTURE_TRAIN_SECONDS` unless ``--max-seconds`` is given (sized for 2 CPU cores: the whole command in
-about 10 minutes), and also get ``DIR/orbit.mp4`` (:mod:`nfkit.apps.orbit`).  ``metrics.json`` is removed
-when a run starts and written only when it succeeds, with ``timings_s`` per stage.
+about 10 minutes), and also get ``DIR/orbit.mp4`` (:mod:`nfkit.apps.orbit`) and ``DIR/mesh.ply``.
+``metrics.json`` is removed when a run starts and written only when it succeeds, with ``timings_s`` per stage.
 """
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ HELP = {
 # and the orbit video, the whole command stays within ~10 minutes on 2 CPU cores.
 CAPTURE_TRAIN_SECONDS = 300.0
 ORBIT_FRAMES, ORBIT_FPS, ORBIT_MAX_SIDE = 48, 12.0, 320
+# Captures' surfaces come out soft (several render steps thick, peak opacity per step often < 0.5): the mesh
+# is taken where one step has opacity 0.1 (the export default of 0.5 suits sharp synthetic objects).
+MESH_RESOLUTION, MESH_OPACITY = 192, 0.1
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -93,9 +96,12 @@ def run(ns: argparse.Namespace) -> dict:
             t1 = time.perf_counter()
             metrics["orbit_video"] = str(_orbit_video(trainer, out, progress=not ns.quiet))
             timings["orbit_video"] = round(time.perf_counter() - t1, 2)
-        mesh = export_mesh_hook(trainer, out)
-        if mesh is not None:
-            metrics["mesh"] = str(mesh)
+        if capture:
+            t1 = time.perf_counter()
+            mesh = export_mesh_hook(trainer, out)
+            if mesh is not None:
+                metrics["mesh"] = mesh
+                timings["mesh"] = round(time.perf_counter() - t1, 2)
         metrics["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 2)}
         write_json_atomic(out / "metrics.json", metrics)
     except BaseException:
@@ -122,14 +128,26 @@ def _orbit_video(trainer, out: Path, progress: bool) -> Path:
 
 
 def export_mesh_hook(trainer, out: Path):
-    """Hook for the mesh of a fit (the conversion/export issue, built separately): when ``nfkit.apps.export``
-    provides ``export_mesh(field, grid, path) -> path``, the fitted field's mesh goes to ``DIR/mesh.ply`` and
-    its path into metrics.json (``mesh``).  Until that module lands this returns None and nothing is written."""
+    """The capture's mesh, ``DIR/mesh.ply`` (:mod:`nfkit.export`: marching cubes at :data:`MESH_RESOLUTION`^3
+    over the AABB where one render step has opacity :data:`MESH_OPACITY`, vertex colours, largest component,
+    input coordinates) -> ``{"vertices", "faces", "path"}``; None, with a note, when scikit-image / trimesh are
+    not installed or no surface is found (the fit's other outputs stand)."""
     try:
-        from nfkit.apps.export import export_mesh  # noqa: F401  (not in this tree yet)
+        import skimage  # noqa: F401
+        import trimesh  # noqa: F401
+
+        from nfkit import export
     except ImportError:
+        print("nfkit fit: no mesh (needs scikit-image and trimesh: pip install 'nfkit[shapes]')")
         return None
-    return export_mesh(trainer.field, trainer.grid, out / "mesh.ply")
+    from nfkit.errors import NfkitError
+
+    try:
+        mesh = export.extract_mesh(trainer.field, MESH_RESOLUTION, MESH_OPACITY, trainer.opts.step_size)
+        return export.write_mesh(mesh, out / "mesh.ply", trainer.normalization())
+    except (NfkitError, ValueError, RuntimeError) as e:  # e.g. no level crossing: an empty field
+        print(f"nfkit fit: no mesh ({' '.join(str(e).split())[:120]})")
+        return None
 
 
 def _capture_report(out) -> dict:

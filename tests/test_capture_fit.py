@@ -329,3 +329,28 @@ def test_fit_with_two_registered_frames_exits_2_with_advice(tmp_path, capsys, mo
     assert err.rstrip().endswith("or pass --frames 12")
     assert not (out / "metrics.json").exists() and not (out / "transforms.json").exists()
     assert json.loads((out / "poses.json").read_text())["ok"] is False
+
+
+def test_capture_mesh_of_the_fitted_field(tmp_path, monkeypatch):
+    """The capture's mesh.ply: the level set of the field (a ball of radius 0.5 here); an empty field gives no
+    mesh and no error."""
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("skimage")
+    from conftest import write_sphere_capture
+
+    import nfkit.apps.fit_scene as fit_scene
+    from nfkit.datasets import load_dataset
+    from nfkit.trainer import FitConfig, Trainer
+
+    data = load_dataset(write_sphere_capture(tmp_path / "cap", n=4, size=8), "all")
+    tr = Trainer(FitConfig(out=str(tmp_path / "o"), field_options=dict(TINY), grid_resolution=8), data, None,
+                 progress=False)
+    monkeypatch.setattr(fit_scene, "MESH_RESOLUTION", 40)
+    tr.field.density = lambda x: 100.0 * (x.norm(dim=-1) < 0.5).float()
+    info = fit_scene.export_mesh_hook(tr, tmp_path)
+    mesh = trimesh.load(tmp_path / "mesh.ply")
+    assert info["path"] == str(tmp_path / "mesh.ply") and info["faces"] == len(mesh.faces) > 100
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(r.mean() - 0.5) < 0.05 and r.max() < 0.6
+    tr.field.density = lambda x: torch.zeros(x.shape[0])
+    assert fit_scene.export_mesh_hook(tr, tmp_path / "empty") is None

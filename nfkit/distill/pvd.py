@@ -204,8 +204,10 @@ class Distiller:
         loss = w_feat * (l_sigma + l_feat)
         if stage >= 2 and n_pts:
             with torch.no_grad():
-                c_t = self.teacher.volume_color(VolumeFeature(vt_ls, vt_geo, None if vt.head is None else vt.head[keep]), d)
-            c_s = self.student.volume_color(VolumeFeature(ls_s, geo_s, None if vs.head is None else vs.head[:n_pts]), d)
+                head_t = None if vt.head is None else vt.head[keep]
+                c_t = self.teacher.volume_color(VolumeFeature(vt_ls, vt_geo, head_t), d)
+            head_s = None if vs.head is None else vs.head[:n_pts]
+            c_s = self.student.volume_color(VolumeFeature(ls_s, geo_s, head_s), d)
             l_col = torch.sum(w_t[:, None] * (c_s - c_t) ** 2) / (3 * n_rays)
             loss = loss + cfg.w_sigma * l_sigma + cfg.w_color * l_col
             stats["color"] = l_col.item()

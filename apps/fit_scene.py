@@ -96,9 +96,8 @@ def run(ns: argparse.Namespace) -> dict:
             t1 = time.perf_counter()
             metrics["orbit_video"] = str(_orbit_video(trainer, out, progress=not ns.quiet))
             timings["orbit_video"] = round(time.perf_counter() - t1, 2)
-        if capture:
             t1 = time.perf_counter()
-            mesh = export_mesh_hook(trainer, out)
+            mesh = capture_mesh(trainer, out)
             if mesh is not None:
                 metrics["mesh"] = mesh
                 timings["mesh"] = round(time.perf_counter() - t1, 2)
@@ -120,14 +119,14 @@ def run(ns: argparse.Namespace) -> dict:
 
 
 def _orbit_video(trainer, out: Path, progress: bool) -> Path:
-    """``DIR/orbit.mp4``: one turn around the capture's centre (:mod:`nfkit.apps.orbit`)."""
+    """``DIR/orbit.mp4``: around the capture's centre, over the arc the cameras covered (:mod:`nfkit.apps.orbit`)."""
     from nfkit.apps.orbit import write_orbit_video
 
     return write_orbit_video(trainer.field, trainer.grid, trainer.opts, trainer.train.cameras, out / "orbit.mp4",
                              ORBIT_FRAMES, ORBIT_FPS, ORBIT_MAX_SIDE, progress=progress)
 
 
-def export_mesh_hook(trainer, out: Path):
+def capture_mesh(trainer, out: Path):
     """The capture's mesh, ``DIR/mesh.ply`` (:mod:`nfkit.export`: marching cubes at :data:`MESH_RESOLUTION`^3
     over the AABB where one render step has opacity :data:`MESH_OPACITY`, vertex colours, largest component,
     input coordinates) -> ``{"vertices", "faces", "path"}``; None, with a note, when scikit-image / trimesh are

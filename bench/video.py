@@ -8,7 +8,8 @@ the capture defaults of ``nfkit fit``), times it end to end, and reads DIR/metri
 command) and DIR/poses.json.  Acceptance: >= 90 % of the chosen frames registered, held-out PSNR >= 22 dB
 (every 8th registered frame is held out), whole command <= 600 s on 2 CPU cores.
 
-Prints a table (frames chosen / registered, reprojection error, held-out PSNR / SSIM, wall time per stage),
+Prints a table (frames chosen / registered, reprojection error, held-out PSNR / SSIM, wall time per stage:
+decode, poses, train, evaluate -- field file, held-out renders and metrics --, orbit video, mesh),
 then, as the last line, one JSON object.  Without the video it prints why and a JSON line with
 ``"skipped": true`` (exit code 0).
 """
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     decode = poses.get("decode_seconds") or 0.0
     stages = {"decode": decode, "poses": round(t.get("capture", 0.0) - decode, 2), "train": t.get("train"),
               "evaluate": t.get("evaluate"), "orbit_video": t.get("orbit_video"),
-              "total (inside)": t.get("total"), "command (wall)": round(wall, 1)}
+              "mesh": t.get("mesh"), "total (inside)": t.get("total"), "command (wall)": round(wall, 1)}
     rows = [("frames (video / chosen / registered)",
              f"{m.get('frames_total')} / {chosen} / {reg} ({100 * frac:.0f} %)"),
             ("mean reprojection error", f"{m.get('reprojection_error_px')} px"),
@@ -78,7 +79,8 @@ def main(argv=None) -> int:
                   ssim=round(m["ssim"], 4), eval_views=m.get("eval_views"), steps=m["steps"],
                   samples_per_second=m["samples_per_second"], stage_seconds=stages, checks=checks,
                   outputs={"metrics": str(out / "metrics.json"), "renders": str(out / "renders"),
-                           "orbit": m.get("orbit_video"), "field": m.get("field")})
+                           "orbit": m.get("orbit_video"), "field": m.get("field"),
+                           "mesh": (m.get("mesh") or {}).get("path")})
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 

@@ -347,10 +347,10 @@ def test_capture_mesh_of_the_fitted_field(tmp_path, monkeypatch):
                  progress=False)
     monkeypatch.setattr(fit_scene, "MESH_RESOLUTION", 40)
     tr.field.density = lambda x: 100.0 * (x.norm(dim=-1) < 0.5).float()
-    info = fit_scene.export_mesh_hook(tr, tmp_path)
+    info = fit_scene.capture_mesh(tr, tmp_path)
     mesh = trimesh.load(tmp_path / "mesh.ply")
     assert info["path"] == str(tmp_path / "mesh.ply") and info["faces"] == len(mesh.faces) > 100
     r = np.linalg.norm(mesh.vertices, axis=1)
     assert abs(r.mean() - 0.5) < 0.05 and r.max() < 0.6
     tr.field.density = lambda x: torch.zeros(x.shape[0])
-    assert fit_scene.export_mesh_hook(tr, tmp_path / "empty") is None
+    assert fit_scene.capture_mesh(tr, tmp_path / "empty") is None

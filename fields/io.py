@@ -5,7 +5,7 @@ under ``occgrid.*``). Metadata key ``nfkit`` holds JSON: ``format`` ("nfkit-fiel
 ``family``, ``config``, ``aabb``, ``normalization`` (``transform`` 4x4 input->normalised, ``scale``) and
 free-form ``info``, and ``background`` (``{"kind", "config"}``) when the field has a background model
 (:mod:`nfkit.fields.background`; its tensors are ``field.background_model.*``). Loading never unpickles.
-Writes go to a temporary name, then an atomic rename.
+Writes go to a temporary name, then an atomic rename. Saving copies CUDA tensors to the CPU (safetensors' need).
 """
 from __future__ import annotations
 
@@ -93,13 +93,20 @@ def _one_line(e: Exception, n: int = 160) -> str:
 
 
 def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
-    """Rebuild a field from its file alone. Returns the field (eval mode), or (field, meta, extra_tensors)."""
+    """Rebuild a field from its file alone. Returns the field (eval mode), or (field, meta, extra_tensors).
+
+    ``device``: "cpu" (default), "cuda[:N]" or "auto" (:func:`nfkit.device.resolve_device`); the field and the
+    extra tensors (e.g. ``occgrid.*``) are returned there. Files are device-independent (tensors stored from the CPU).
+    """
     from safetensors.torch import load_file
 
+    from nfkit.device import resolve_device
+
     path = Path(path)
+    device = resolve_device(device)
     meta = read_header(path)
     try:
-        tensors = load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device="cpu")
     except Exception as e:
         raise FieldFileError(f"{path}: truncated or corrupt field file ({str(e)[:120]})") from None
     try:
@@ -123,5 +130,5 @@ def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
         raise FieldFileError(f"{path}: tensors do not match the {meta['family']} config ({_one_line(e)})") from None
     field.to(device).eval()
     if return_extras:
-        return field, meta, {k: v for k, v in tensors.items() if not k.startswith("field.")}
+        return field, meta, {k: v.to(device) for k, v in tensors.items() if not k.startswith("field.")}
     return field

@@ -11,24 +11,24 @@ from __future__ import annotations
 import torch
 
 from nfkit.fields.background import ray_background
-from nfkit.renderers.cameras import Cameras, image_rays
+from nfkit.renderers.cameras import Cameras
 from nfkit.renderers.occupancy import OccupancyGrid
-from nfkit.renderers.render import RenderOptions, render_rays_inference
+from nfkit.renderers.render import RenderOptions, gather_image, image_rays_on, on_device, render_rays_inference
 
 
 @torch.no_grad()
 def render_image_bg(field, grid: OccupancyGrid, cams: Cameras, i: int, opts: RenderOptions, background=None,
                     chunk: int = 1 << 14, cache=None) -> dict:
-    """Render camera ``i`` of ``cams`` -> dict ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W].
+    """Render camera ``i`` of ``cams`` -> dict ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W], on the CPU.
 
     background: fallback colour ([3] or None) for fields without a background model.  ``cache``: optional
-    :class:`~nfkit.renderers.DensityCache` (viewer mode).
+    :class:`~nfkit.renderers.DensityCache` (viewer mode). Rays and background go to the grid's device (the field's).
     """
-    rays_o, rays_d = image_rays(cams, i)
+    rays_o, rays_d = image_rays_on(cams, i, grid.aabb.device)
+    background = on_device(background, grid.aabb.device)
     outs = []
     for o, d in zip(rays_o.split(chunk), rays_d.split(chunk)):
         bg = ray_background(field, d, background)
         kw = {} if cache is None else {"cache": cache}
         outs.append(render_rays_inference(field, grid, o, d, opts, bg, **kw))
-    h, w = cams.height, cams.width
-    return {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1) for k in ("rgb", "opacity", "depth")}
+    return gather_image(outs, cams.height, cams.width)

@@ -56,6 +56,12 @@ class Cameras:
             None if self.dist is None else self.dist[idx],
         )
 
+    def to(self, device) -> "Cameras":
+        """The same cameras with every tensor on ``device`` (rays then come out there)."""
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Cameras(mv(self.c2w), mv(self.fx), mv(self.fy), mv(self.cx), mv(self.cy), self.width, self.height,
+                       mv(self.dist))
+
     def scaled(self, factor: float) -> "Cameras":
         """The same cameras with images resized by ``factor`` (pixel-centre convention kept)."""
         w, h = max(1, round(self.width * factor)), max(1, round(self.height * factor))

@@ -8,8 +8,12 @@ from nfkit.renderers.occupancy import OccupancyGrid
 from nfkit.renderers.render import RenderOptions, default_step_size
 
 
-def load_renderable(path, device: str = "cpu"):
-    """Returns ``(field, grid, opts, meta)``. A file without a saved grid gets an all-occupied 64^3 grid."""
+def load_renderable(path, device: str | torch.device = "cpu"):
+    """Returns ``(field, grid, opts, meta)``, field and grid on ``device`` ("cpu", "cuda[:N]" or "auto").
+    A file without a saved grid gets an all-occupied 64^3 grid."""
+    from nfkit.device import resolve_device
+
+    device = resolve_device(device)
     field, meta, extras = fields.load(path, device=device, return_extras=True)
     grid_state = {k[len("occgrid."):]: v for k, v in extras.items() if k.startswith("occgrid.")}
     res = round(grid_state["density"].numel() ** (1 / 3)) if "density" in grid_state else 64

@@ -145,9 +145,27 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
 @torch.no_grad()
 def render_image(field, grid: OccupancyGrid, cams: Cameras, i: int, opts: RenderOptions, background=None,
                  chunk: int = 1 << 14, cache=None):
-    """Render camera ``i`` of ``cams`` (``cache``: optional :class:`DensityCache`, viewer mode). Returns dict of ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W]."""
-    rays_o, rays_d = image_rays(cams, i)
+    """Render camera ``i`` of ``cams`` (``cache``: optional :class:`DensityCache`, viewer mode). Returns dict of
+    ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W], on the CPU. The rays (made from ``cams`` wherever they
+    live) and ``background`` are moved to the grid's device, the field's (CUDA when it was loaded there)."""
+    rays_o, rays_d = image_rays_on(cams, i, grid.aabb.device)
+    background = on_device(background, grid.aabb.device)
     outs = [render_rays_inference(field, grid, o, d, opts, background, cache=cache)
             for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))]
-    h, w = cams.height, cams.width
-    return {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1) for k in ("rgb", "opacity", "depth")}
+    return gather_image(outs, cams.height, cams.width)
+
+
+def on_device(t, device):
+    """``t`` moved to ``device`` when it is a tensor (None and Python numbers pass through)."""
+    return t.to(device) if torch.is_tensor(t) else t
+
+
+def image_rays_on(cams: Cameras, i: int, device):
+    """:func:`image_rays` of camera ``i``, moved to ``device``: ([H*W, 3], [H*W, 3])."""
+    rays_o, rays_d = image_rays(cams, i)
+    return rays_o.to(device), rays_d.to(device)
+
+
+def gather_image(outs: list[dict], h: int, w: int) -> dict:
+    """Per-chunk outputs of :func:`render_rays_inference` -> ``rgb`` [H, W, 3], ``opacity``, ``depth`` [H, W], CPU."""
+    return {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1).cpu() for k in ("rgb", "opacity", "depth")}

@@ -56,8 +56,10 @@ def load_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimize
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
-        if st:
-            optimizer.state[p] = st
+        if st:  # Adam's moments on the parameter's device; "step" stays on the CPU unless fused/capturable wants it there
+            group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
+            on_param = group.get("fused") or group.get("capturable")
+            optimizer.state[p] = {k: v.to(p.device) if (k != "step" or on_param) else v for k, v in st.items()}
     for g, saved in zip(optimizer.param_groups, meta["groups"]):
         g.update({k: v for k, v in saved.items() if k in g})
     return meta["loop"]

@@ -20,6 +20,7 @@ from nfkit.atomic import write_json_atomic
 from nfkit import fields
 from nfkit.checkpoint import load_checkpoint, save_checkpoint
 from nfkit.datasets import SceneData, composite
+from nfkit.device import resolve_device
 from nfkit.errors import NfkitError
 from nfkit.evaluation import evaluate
 from nfkit.fields.background import EnvironmentMap, attach_background, ray_background
@@ -49,6 +50,7 @@ class FitConfig:
     seed: int = 0
     log2_hashmap_size: int = 0  # 0: the family's default
     field_options: dict = dc_field(default_factory=dict)  # extra field config overrides (key -> value)
+    device: str = "auto"  # auto (cuda when torch.cuda.is_available(), else cpu) | cpu | cuda[:N]
 
 
 def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
@@ -76,12 +78,20 @@ SPARSITY, SPARSITY_POINTS = 5e-2, 4096
 
 
 class Trainer:
+    """Fits ``cfg.field`` to ``train`` on ``cfg.device``: field, occupancy grid and background model live there;
+    on CUDA so do the training pixels [N*H*W, C], their camera/row/column indices and the cameras (set
+    ``PIXELS_ON_DEVICE = False`` to keep them on the CPU and move each sampled batch). Test data stays on the CPU."""
+
+    PIXELS_ON_DEVICE = True
+
     def __init__(self, cfg: FitConfig, train: SceneData, test: SceneData | None, progress: bool = True):
         torch.manual_seed(cfg.seed)
         self.cfg, self.train, self.test, self.progress = cfg, train, test, progress
+        self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out)
-        self.field = fields.build_field(cfg.field, field_overrides(cfg, max(train.images.shape[1:3])), train.aabb)
-        self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution)
+        self.field = fields.build_field(cfg.field, field_overrides(cfg, max(train.images.shape[1:3])),
+                                        train.aabb).to(self.device)
+        self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution).to(self.device)
         self.opts = RenderOptions(step_size=default_step_size(train.aabb, cfg.n_steps_per_ray))
         if hasattr(self.field, "param_groups"):  # families with their own learning rates per parameter group
             groups = self.field.param_groups(cfg.lr)
@@ -118,6 +128,11 @@ class Trainer:
         ii, vv, uu = torch.meshgrid(torch.arange(n), torch.arange(h), torch.arange(w), indexing="ij")
         self.pix_cam, self.pix_v, self.pix_u = ii.reshape(-1), vv.reshape(-1), uu.reshape(-1)
         self.has_alpha = c == 4
+        self.cams = self.train.cameras
+        if self.device.type != "cpu" and self.PIXELS_ON_DEVICE:  # CUDA: sample batches where the field is
+            self.pixels, self.pix_cam, self.pix_v, self.pix_u = (
+                t.to(self.device) for t in (self.pixels, self.pix_cam, self.pix_v, self.pix_u))
+            self.cams = self.cams.to(self.device)
 
     def normalization(self) -> dict:
         return {"transform": self.train.transform.tolist(), "scale": float(self.train.scale)}
@@ -135,17 +150,19 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg = self.cfg
-        sel = torch.randint(0, self.pixels.shape[0], (self.n_rays,))
-        rays_o, rays_d = pixel_rays(self.train.cameras, self.pix_cam[sel], self.pix_u[sel], self.pix_v[sel])
+        sel = torch.randint(0, self.pixels.shape[0], (self.n_rays,), device=self.pixels.device)
+        rays_o, rays_d = pixel_rays(self.cams, self.pix_cam[sel], self.pix_u[sel], self.pix_v[sel])
         px = self.pixels[sel]
-        bg = torch.rand(self.n_rays, 3) if self.has_alpha else ray_background(self.field, rays_d)
+        if self.pixels.device != self.device:  # pixels kept on the CPU for a CUDA field: move the batch
+            rays_o, rays_d, px = rays_o.to(self.device), rays_d.to(self.device), px.to(self.device)
+        bg = torch.rand(self.n_rays, 3, device=self.device) if self.has_alpha else ray_background(self.field, rays_d)
         target = composite(px, bg) if self.has_alpha else px
         self.grid.update(self.step, self.field.density, self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)
         loss = mse = torch.mean((out["rgb"] - target) ** 2)
         if self.sparsity > 0:
             lo, hi = self.grid.aabb[0], self.grid.aabb[1]
-            x = lo + torch.rand(SPARSITY_POINTS, 3) * (hi - lo)
+            x = lo + torch.rand(SPARSITY_POINTS, 3, device=lo.device) * (hi - lo)
             loss = loss + self.sparsity * (self.field.density(x) * self.opts.step_size).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if out["n_samples"] > 0:

@@ -1,6 +1,10 @@
 """Benchmark: fit lego (Blender, ../shared/data/lego/<res>) and report test PSNR against training wall time.
 
     python bench/fit_lego.py [--res 100] [--seconds 180] [--checkpoints 30,60,120,180] [--backend auto|torch]
+                             [--device auto|cpu|cuda] [--pixels device|cpu]
+
+Data: ``$NFKIT_SHARED_DATA/lego/<res>`` (default ``../shared/data``). ``--device auto`` trains on CUDA when present;
+``--pixels cpu`` keeps the training images on the CPU and moves each sampled batch to the GPU.
 
 Evaluation time is excluded from the wall time. Prints a table, then one JSON line with the figures.
 """
@@ -29,6 +33,8 @@ def main() -> int:
     ap.add_argument("--backend", default="auto", choices=["auto", "torch"], help="torch: pure-torch reference path")
     ap.add_argument("--out", default="outputs/bench_fit_lego")
     ap.add_argument("--field-options", nargs="*", default=[])
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
+    ap.add_argument("--pixels", default="device", choices=["device", "cpu"], help="where training images live (CUDA)")
     args = ap.parse_args()
     data = SHARED / "lego" / str(args.res)
     if not data.is_dir():
@@ -44,8 +50,9 @@ def main() -> int:
 
     cps = [float(c) for c in args.checkpoints.split(",") if c] or [args.seconds * f for f in (1 / 6, 1 / 3, 2 / 3, 1)]
     cfg = FitConfig(data=str(data), out=args.out, steps=10**9, max_seconds=args.seconds, checkpoint_seconds=1e9,
-                    field_options=_parse_kv(args.field_options))
+                    field_options=_parse_kv(args.field_options), device=args.device)
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    Trainer.PIXELS_ON_DEVICE = args.pixels == "device"
     tr = Trainer(cfg, train, test, progress=False)
     rows, pending = [], sorted(cps)
 
@@ -58,7 +65,9 @@ def main() -> int:
             print(f"{rows[-1]['seconds']:>8.1f} {t.step:>7d} {ev['psnr']:>8.2f} {ev['ssim']:>7.4f} "
                   f"{rows[-1]['samples_per_s']:>12,d}", flush=True)
 
-    print(f"lego/{args.res}, backend={args.backend}, threads={torch.get_num_threads()}, budget {args.seconds:.0f}s")
+    dev = str(tr.device) + (f" ({torch.cuda.get_device_name(tr.device)})" if tr.device.type == "cuda" else "")
+    print(f"lego/{args.res}, backend={args.backend}, device={dev}, pixels={args.pixels}, "
+          f"threads={torch.get_num_threads()}, budget {args.seconds:.0f}s")
     print(f"{'seconds':>8} {'steps':>7} {'psnr':>8} {'ssim':>7} {'samples/s':>12}")
     t0 = time.perf_counter()
     tr.fit(callback=cb)
@@ -70,7 +79,8 @@ def main() -> int:
         "bench": "fit_lego", "res": args.res, "backend": args.backend, "seconds_budget": args.seconds,
         "final_psnr": final["psnr"], "final_ssim": final["ssim"], "steps": tr.step,
         "samples_per_second": final["samples_per_s"], "curve": rows, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "wall_seconds_total": round(time.perf_counter() - t0, 1),
+        "machine": platform.processor() or platform.machine(), "device": dev, "pixels": args.pixels,
+        "torch": torch.__version__, "wall_seconds_total": round(time.perf_counter() - t0, 1),
         "date": time.strftime("%Y-%m-%d"),
     }))
     return 0

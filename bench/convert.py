@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-import nfkit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads, see nfkit/__init__.py)
+import nfkit  # noqa: F401  (first: sets the OpenMP spin count before torch loads, see nfkit/__init__.py)
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

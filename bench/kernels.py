@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 
-import nfkit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads, see nfkit/__init__.py)
+import nfkit  # noqa: F401  (first: sets the OpenMP spin count before torch loads, see nfkit/__init__.py)
 import torch
 
 

@@ -3,7 +3,7 @@ import json
 import math
 from pathlib import Path
 
-import nfkit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import nfkit  # noqa: F401  (first: sets the OpenMP spin count before torch loads)
 import numpy as np
 import pytest
 

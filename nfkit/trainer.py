@@ -74,6 +74,18 @@ def make_adam(groups, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=lr, eps=1e-15, betas=(0.9, 0.99))
 
 
+def adam_groups(field, lr: float) -> list[dict]:
+    """Adam parameter groups of a field: the family's own ``param_groups(lr)`` when it has one (learning rates per
+    group), else grids/encodings without weight decay and the networks with 1e-6. Empty groups are dropped."""
+    if hasattr(field, "param_groups"):
+        groups = field.param_groups(lr)
+    else:
+        grid = [p for n, p in field.named_parameters() if "encoding" in n or "plane" in n]
+        rest = [p for n, p in field.named_parameters() if not ("encoding" in n or "plane" in n)]
+        groups = [{"params": grid, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
+    return [g for g in groups if g["params"]]
+
+
 SPARSITY, SPARSITY_POINTS = 5e-2, 4096
 
 
@@ -93,12 +105,7 @@ class Trainer:
                                         train.aabb).to(self.device)
         self.grid = OccupancyGrid(train.aabb, cfg.grid_resolution).to(self.device)
         self.opts = RenderOptions(step_size=default_step_size(train.aabb, cfg.n_steps_per_ray))
-        if hasattr(self.field, "param_groups"):  # families with their own learning rates per parameter group
-            groups = self.field.param_groups(cfg.lr)
-        else:
-            enc = [p for n, p in self.field.named_parameters() if "encoding" in n or "plane" in n]
-            rest = [p for n, p in self.field.named_parameters() if not ("encoding" in n or "plane" in n)]
-            groups = [{"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}]
+        groups = adam_groups(self.field, cfg.lr)
         if self._background_kind() == "envmap":  # after the family's groups: its parameters get their own group
             attach_background(self.field, EnvironmentMap())
             groups = [*groups, {"params": list(self.field.background_model.parameters()), "weight_decay": 0.0}]

@@ -38,6 +38,7 @@ from nfkit.fields.base import SIGMA_CLIP, VolumeFeature
 from nfkit.distill.sampling import CameraPrior, random_rays, uniform_points, virtual_cameras
 from nfkit.renderers.compositing import accumulate, weights_from_density
 from nfkit.renderers.sampling import march
+from nfkit.trainer import adam_groups
 
 
 @dataclass
@@ -113,15 +114,6 @@ def copy_color_head(teacher, student) -> bool:
     return True
 
 
-def param_groups(field, lr: float) -> list[dict]:
-    """The trainer's Adam groups (the family's own ``param_groups`` when it has one)."""
-    if hasattr(field, "param_groups"):
-        return field.param_groups(lr)
-    enc = [p for n, p in field.named_parameters() if "encoding" in n or "plane" in n]
-    rest = [p for n, p in field.named_parameters() if not ("encoding" in n or "plane" in n)]
-    return [g for g in ({"params": enc, "weight_decay": 0.0}, {"params": rest, "weight_decay": 1e-6}) if g["params"]]
-
-
 # ----- the loop ----------------------------------------------------------------------------------------------------
 class Distiller:
     """Distil ``teacher`` (any radiance field, frozen) into ``student`` (trained in place).
@@ -143,7 +135,7 @@ class Distiller:
             from nfkit.fields.background import attach_background
 
             attach_background(student, copy.deepcopy(teacher.background_model))
-        groups = param_groups(student, cfg.lr)
+        groups = adam_groups(student, cfg.lr)
         self.optimizer = make_adam(groups, cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.step, self.elapsed, self.n_rays = 0, 0.0, 1024

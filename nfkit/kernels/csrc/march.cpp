@@ -101,6 +101,7 @@ inline int64_t walk(const Grid& g, const float* ro, const float* rd, float tn, f
     const int block = g.empty_block(ijk);
     if (block) {
       float te = g.block_exit(ro, inv_d, ijk, block);
+      if (!(te - 0.01f * st < tf)) return -1;  // the block holds the rest of the ray (also: te = inf, d = 0)
       float kn = std::ceil((te - tn) * inv_st - jt - 0.01f) - 1.f;  // last k with t < te - st/100
       k = kn >= (float)(k + 1) ? (int64_t)kn + 1 : k + 1;  // resume at the first lattice point beyond it
       continue;

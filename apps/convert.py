@@ -32,7 +32,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="JSON file with the student's field config (overrides)")
     p.add_argument("--metrics", default=None, help="metrics file (default: metrics.json beside OUT)")
     p.add_argument("--samples-per-step", type=int, default=d.samples_per_step)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (default: 5e-3 for mlp / cam students, 2e-2 for the grids)")
     p.add_argument("--eval-views", type=int, default=8, help="views compared with the teacher's renders")
     p.add_argument("--seed", type=int, default=0)
     return p

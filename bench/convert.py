@@ -1,21 +1,24 @@
 """Benchmark: PVD distillation against training from scratch, on lego/100 (issue 5).
 
     python bench/convert.py [--teacher-seconds 120] [--seconds 150] [--families mlp,cam,rbf,triplane]
-                            [--roundtrip-seconds 120] [--eval-every 15] [--eval-views 10] [--no-scratch]
+                            [--net-seconds 300] [--config FAMILY=FILE.json ...] [--roundtrip-seconds 300]
+                            [--roundtrip-back-seconds 120] [--eval-first 1]
+                            [--eval-growth 1.25] [--eval-views 10] [--no-scratch]
 
 1. Teacher: a hash grid fitted with ``nfkit fit``'s trainer on ../shared/data/lego/100 for ``--teacher-seconds``,
    cached in ``outputs/bench_convert/teacher/`` (re-used while its budget matches).
 2. Target: the teacher's test PSNR (first ``--eval-views`` test views, white background) - 0.5 dB.
 3. For each student family: wall time (evaluation excluded) until the student reaches the target by distillation
-   (``nfkit.distill``, family defaults + the common colour head, virtual cameras in the range of the training
-   cameras), and training the same family from scratch on the
-   images (``nfkit fit``'s trainer, family defaults, ``--scratch-samples`` samples per step); each run stops at the
-   target or at ``--seconds``, and the PSNR is checked every ``--eval-every`` seconds of training, so times are
-   rounded up to that grid. A run that never gets there is reported as "not reached in X s" with its best PSNR.
-4. Round trip: the hash grid teacher -> mlp (the run of step 3, or a new one) -> hashgrid (``--roundtrip-seconds``),
-   test PSNR of each stage.
+   (``nfkit convert``'s defaults: :func:`nfkit.distill.student_config`, virtual cameras in the range of the training
+   cameras), and training **the same architecture** from scratch on the images (``nfkit fit``'s trainer,
+   ``--scratch-samples`` samples per step). Each run stops at the target or at ``--seconds`` (``--net-seconds`` for mlp and cam). The PSNR is checked at
+   ``--eval-first`` s of training and then every ``--eval-growth`` x later, so a time to target is known to lie
+   between two checks (both are reported; the speed-up is the ratio of the first checks at target, with the range
+   the intervals allow). A run that never gets there is "not reached in X s" with its best PSNR.
+4. Round trip: the hash grid teacher -> mlp (``--roundtrip-seconds``) -> hashgrid (``--roundtrip-back-seconds``), test
+   PSNR of each stage.
 
-Prints a table, then one JSON object as the last line. A full run with the defaults takes ~25-30 minutes on 2 cores.
+Prints a table, then one JSON object as the last line. A full run with the defaults takes ~40 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -35,29 +38,42 @@ SHARED = Path(os.environ.get("NFKIT_SHARED_DATA", ROOT.parent / "shared" / "data
 OUT = ROOT / "outputs" / "bench_convert"
 
 
-class Watch:
-    """Callback for a trainer / distiller: evaluates every ``every`` seconds of its training time, stops it once
-    the PSNR reaches ``target`` (by setting its step limit to the current step)."""
+def check_times(cap: float, first: float, growth: float) -> list[float]:
+    """Times (s of training) at which a run is evaluated: ``first``, then each ``growth`` x the previous (at least
+    1 s later), and ``cap``. A geometric grid keeps the relative error of a time-to-target the same for a 3 s and a
+    100 s run."""
+    out, t = [], first
+    while t < cap:
+        out.append(round(t, 1))
+        t = max(t + 1.0, t * growth)
+    return out + [cap]
 
-    def __init__(self, test, n_views: int, every: float, target: float | None, grid_of=None):
-        self.test, self.n_views, self.every, self.target = test, n_views, every, target
-        self.next, self.curve, self.reached = every, [], None
+
+class Watch:
+    """Callback for a trainer / distiller: evaluates at the training times ``times`` (evaluation not timed), stops
+    the run once the PSNR reaches ``target`` (by setting its step limit to the current step). ``reached`` is the
+    first check time at target; ``reached_after`` the check before it (the target was crossed in between)."""
+
+    def __init__(self, test, n_views: int, times: list[float], target: float | None, grid_of=None):
+        self.test, self.n_views, self.times, self.target = test, n_views, times, target
+        self.i, self.curve, self.reached, self.reached_after = 0, [], None, None
         self.grid_of = grid_of
 
     def __call__(self, run, force: bool = False):
         from nfkit.evaluation import evaluate
 
-        if not force and run.elapsed < self.next and not run.done():
+        if not force and not run.done() and (self.i >= len(self.times) or run.elapsed < self.times[self.i]):
             return
-        self.next = run.elapsed + self.every
+        while self.i < len(self.times) and self.times[self.i] <= run.elapsed:
+            self.i += 1
         field = run.student if hasattr(run, "student") else run.field
-        grid = self.grid_of(run)
-        ev = evaluate(field, grid, self.test, run.opts, max_views=self.n_views)
+        ev = evaluate(field, self.grid_of(run), self.test, run.opts, max_views=self.n_views)
         field.train()
-        self.curve.append((round(run.elapsed, 1), run.step, round(ev["psnr"], 3)))
-        print(f"    {run.elapsed:7.1f} s  step {run.step:6d}  {ev['psnr']:6.2f} dB", flush=True)
+        self.curve.append((round(run.elapsed, 2), run.step, round(ev["psnr"], 3)))
+        print(f"    {run.elapsed:7.2f} s  step {run.step:6d}  {ev['psnr']:6.2f} dB", flush=True)
         if self.target is not None and ev["psnr"] >= self.target and self.reached is None:
             self.reached = run.elapsed
+            self.reached_after = self.curve[-2][0] if len(self.curve) > 1 else 0.0
             run.cfg.steps = run.step  # stop at the end of this step
 
     def best(self) -> float | None:
@@ -86,39 +102,77 @@ def teacher(args, train, test):
     return path, psnr
 
 
+def watch_for(args, test, target, seconds) -> Watch:
+    return Watch(test, args.eval_views, check_times(seconds, args.eval_first, args.eval_growth), target,
+                 grid_of=lambda r: r.grid)
+
+
+def result(watch: Watch, **more) -> dict:
+    return {"reached_s": watch.reached, "reached_after_s": watch.reached_after, "best_psnr": watch.best(),
+            "curve": watch.curve, **more}
+
+
 def distill_run(args, src, family, test, target, seconds, dst, user_config=None):
     from nfkit.distill import DistillConfig, convert_file
 
-    watch = Watch(test, args.eval_views, args.eval_every, target, grid_of=lambda r: r.grid)
-    cfg = DistillConfig(steps=10**9, max_seconds=seconds, samples_per_step=args.distill_samples)
+    watch = watch_for(args, test, target, seconds)
+    cfg = DistillConfig(steps=10**9, max_seconds=seconds)
     t0 = time.perf_counter()
     m = convert_file(src, dst, family, cfg, user_config, data=str(args.data), eval_views=args.eval_views, progress=False,
                      callback=watch, metrics_path=dst.with_suffix(".json"))
-    return {"reached_s": watch.reached, "best_psnr": watch.best(), "curve": watch.curve,
-            "final_psnr": m.get("psnr_vs_ground_truth"), "psnr_vs_teacher": m.get("psnr_vs_teacher"),
-            "train_seconds": m.get("train_seconds"), "steps": m.get("steps"), "n_params": m.get("n_params"),
-            "stage_seconds": m.get("stage_seconds"), "wall_s": round(time.perf_counter() - t0, 1)}
+    return result(watch, final_psnr=m.get("psnr_vs_ground_truth"), psnr_vs_teacher=m.get("psnr_vs_teacher"),
+                  train_seconds=m.get("train_seconds"), steps=m.get("steps"), n_params=m.get("n_params"),
+                  stage_seconds=m.get("stage_seconds"), student_config=m.get("student_config"),
+                  wall_s=round(time.perf_counter() - t0, 1))
 
 
-def scratch_run(args, family, train, test, target, seconds):
+def scratch_run(args, family, train, test, target, seconds, user_config=None):
+    """The same architecture as the distilled student (:func:`nfkit.distill.student_config`), trained on the
+    images by ``nfkit fit``'s trainer."""
+    from nfkit.distill.convert import student_config
     from nfkit.trainer import FitConfig, Trainer
 
-    watch = Watch(test, args.eval_views, args.eval_every, target, grid_of=lambda r: r.grid)
+    watch = watch_for(args, test, target, seconds)
+    options = {k: v for k, v in student_config(family, user_config).items() if k != "signal"}
     cfg = FitConfig(data=str(args.data), out=str(OUT / f"scratch_{family}"), field=family, steps=10**9,
-                    max_seconds=seconds, checkpoint_seconds=1e9,
+                    max_seconds=seconds, checkpoint_seconds=1e9, field_options=options,
                     samples_per_step=args.scratch_samples if family != "hashgrid" else 1 << 16)
     tr = Trainer(cfg, train, test, progress=False)
     tr.fit(callback=watch)
     if not watch.curve or watch.curve[-1][1] != tr.step:
         watch(tr, force=True)
-    return {"reached_s": watch.reached, "best_psnr": watch.best(), "curve": watch.curve, "steps": tr.step,
-            "train_seconds": round(tr.elapsed, 1)}
+    return result(watch, steps=tr.step, train_seconds=round(tr.elapsed, 1),
+                  n_params=sum(q.numel() for q in tr.field.parameters()))
+
+
+def speedup(d: dict, s: dict | None, cap: float):
+    """(ratio of the first check times at target, [low, high] from the check intervals) or a lower bound as a string
+    when scratch never got there; None when distillation did not."""
+    if s is None or d["reached_s"] is None:
+        return None, None
+    d_hi, d_lo = d["reached_s"], max(d["reached_after_s"], 1e-9)
+    if s["reached_s"] is None:
+        return f">= {cap / d_hi:.1f}", None
+    s_hi, s_lo = s["reached_s"], s["reached_after_s"]
+    return round(s_hi / d_hi, 2), [round(s_lo / d_hi, 2), round(s_hi / d_lo, 2)]
 
 
 def fmt(r, seconds):
     if r is None:
         return "—"
-    return f"{r['reached_s']:.0f} s" if r["reached_s"] is not None else f"not reached in {seconds:.0f} s (best {r['best_psnr']:.2f})"
+    if r["reached_s"] is None:
+        return f"not reached in {seconds:.0f} s (best {r['best_psnr']:.2f})"
+    return f"{r['reached_after_s']:.1f}-{r['reached_s']:.1f} s"
+
+
+def read_configs(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        fam, _, path = item.partition("=")
+        if not path:
+            raise SystemExit(f"--config: expected FAMILY=FILE.json, got {item!r}")
+        out[fam] = json.loads(Path(path).read_text())
+    return out
 
 
 def main() -> int:
@@ -126,12 +180,17 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=SHARED / "lego" / "100")
     ap.add_argument("--teacher-seconds", type=float, default=120.0)
     ap.add_argument("--seconds", type=float, default=150.0, help="cap of each distillation / scratch run")
+    ap.add_argument("--net-seconds", type=float, default=300.0,
+                    help="cap for the network students (mlp, cam): wide MLPs need minutes on a CPU")
     ap.add_argument("--families", default="mlp,cam,rbf,triplane")
-    ap.add_argument("--roundtrip-seconds", type=float, default=120.0, help="mlp -> hashgrid leg (0: skip)")
-    ap.add_argument("--eval-every", type=float, default=15.0)
+    ap.add_argument("--config", action="append", default=[], metavar="FAMILY=FILE",
+                    help="student field config (JSON) for a family, used by distillation and scratch alike")
+    ap.add_argument("--roundtrip-seconds", type=float, default=300.0, help="hashgrid -> mlp leg (0: skip the round trip)")
+    ap.add_argument("--roundtrip-back-seconds", type=float, default=120.0, help="mlp -> hashgrid leg")
+    ap.add_argument("--eval-first", type=float, default=1.0, help="first check (s of training)")
+    ap.add_argument("--eval-growth", type=float, default=1.25, help="each check this x the previous one's time")
     ap.add_argument("--eval-views", type=int, default=10)
     ap.add_argument("--margin", type=float, default=0.5, help="target = teacher PSNR - margin")
-    ap.add_argument("--distill-samples", type=int, default=1 << 14)
     ap.add_argument("--scratch-samples", type=int, default=1 << 14)
     ap.add_argument("--no-scratch", action="store_true")
     args = ap.parse_args()
@@ -141,6 +200,7 @@ def main() -> int:
         return 0
     from nfkit.datasets import load_dataset
 
+    configs = read_configs(args.config)
     OUT.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     t_all = time.perf_counter()
@@ -149,48 +209,45 @@ def main() -> int:
     print(f"teacher test PSNR {t_psnr:.2f} dB ({args.eval_views} views) -> target {target:.2f} dB; "
           f"cap {args.seconds:.0f} s per run")
     rows = {}
+    caps = {}
     for fam in [f for f in args.families.split(",") if f]:
-        print(f"{fam}: distillation", flush=True)
-        d = distill_run(args, src, fam, test, target, args.seconds, OUT / f"student_{fam}.safetensors")
+        cap = caps[fam] = args.net_seconds if fam in ("mlp", "cam") else args.seconds
+        print(f"{fam}: distillation (cap {cap:.0f} s)", flush=True)
+        d = distill_run(args, src, fam, test, target, cap, OUT / f"student_{fam}.safetensors", configs.get(fam))
         s = None
         if not args.no_scratch:
-            print(f"{fam}: from scratch", flush=True)
-            s = scratch_run(args, fam, train, test, target, args.seconds)
-        ratio = None
-        if s is not None and d["reached_s"] is not None:
-            if s["reached_s"] is not None:
-                ratio = round(s["reached_s"] / max(d["reached_s"], 1e-9), 2)
-            else:
-                ratio = f">= {args.seconds / max(d['reached_s'], 1e-9):.1f}"
-        rows[fam] = {"distill": d, "scratch": s, "speedup": ratio}
+            print(f"{fam}: from scratch (cap {cap:.0f} s)", flush=True)
+            s = scratch_run(args, fam, train, test, target, cap, configs.get(fam))
+        ratio, bracket = speedup(d, s, cap)
+        rows[fam] = {"distill": d, "scratch": s, "speedup": ratio, "speedup_range": bracket, "cap_seconds": cap}
     rt = None
     if args.roundtrip_seconds > 0:
-        mlp_path = OUT / "student_mlp.safetensors"
-        if "mlp" not in rows:
-            print("round trip: hashgrid -> mlp", flush=True)
-            rows_mlp = distill_run(args, src, "mlp", test, None, args.seconds, mlp_path)
-        else:
-            rows_mlp = rows["mlp"]["distill"]
-        print("round trip: mlp -> hashgrid", flush=True)
-        back = distill_run(args, mlp_path, "hashgrid", test, None, args.roundtrip_seconds,
-                           OUT / "roundtrip_hashgrid.safetensors")
-        rt = {"teacher_psnr": round(t_psnr, 3), "mlp_psnr": rows_mlp["final_psnr"], "hashgrid_psnr": back["final_psnr"],
+        print(f"round trip: hashgrid -> mlp ({args.roundtrip_seconds:.0f} s)", flush=True)
+        mlp_path = OUT / "roundtrip_mlp.safetensors"
+        there = distill_run(args, src, "mlp", test, None, args.roundtrip_seconds, mlp_path, configs.get("mlp"))
+        print(f"round trip: mlp -> hashgrid ({args.roundtrip_back_seconds:.0f} s)", flush=True)
+        back = distill_run(args, mlp_path, "hashgrid", test, None, args.roundtrip_back_seconds,
+                           OUT / "roundtrip_hashgrid.safetensors", configs.get("hashgrid"))
+        rt = {"teacher_psnr": round(t_psnr, 3), "mlp_psnr": there["final_psnr"], "hashgrid_psnr": back["final_psnr"],
               "drop_db": round(t_psnr - back["final_psnr"], 3), "within_1db": t_psnr - back["final_psnr"] <= 1.0,
-              "seconds": args.roundtrip_seconds}
+              "seconds": [args.roundtrip_seconds, args.roundtrip_back_seconds], "mlp_curve": there["curve"], "hashgrid_curve": back["curve"],
+              "mlp_params": there["n_params"]}
     print(f"\nlego/100, teacher hashgrid {args.teacher_seconds:.0f} s: {t_psnr:.2f} dB, target {target:.2f} dB "
-          f"(threads={torch.get_num_threads()})")
-    print(f"{'student':>9} | {'distill: time to target':>34} | {'scratch: time to target':>34} | speedup")
+          f"(threads={torch.get_num_threads()}; times: between the last check below target and the first at it)")
+    print(f"{'student':>9} | {'params':>9} | {'distill: time to target':>34} | {'scratch: time to target':>34} | speedup")
     for fam, r in rows.items():
-        print(f"{fam:>9} | {fmt(r['distill'], args.seconds):>34} | {fmt(r['scratch'], args.seconds):>34} | "
-              f"{r['speedup'] if r['speedup'] is not None else '—'}")
+        rng = f" ({r['speedup_range'][0]}-{r['speedup_range'][1]})" if r["speedup_range"] else ""
+        print(f"{fam:>9} | {r['distill']['n_params']:>9,} | {fmt(r['distill'], caps[fam]):>34} | "
+              f"{fmt(r['scratch'], caps[fam]):>34} | {r['speedup'] if r['speedup'] is not None else '—'}{rng}")
     if rt:
-        print(f"round trip hashgrid {rt['teacher_psnr']:.2f} -> mlp {rt['mlp_psnr']:.2f} -> hashgrid "
-              f"{rt['hashgrid_psnr']:.2f} dB (drop {rt['drop_db']:.2f} dB)")
+        print(f"round trip ({args.roundtrip_seconds:.0f} + {args.roundtrip_back_seconds:.0f} s): hashgrid {rt['teacher_psnr']:.2f} -> mlp "
+              f"{rt['mlp_psnr']:.2f} -> hashgrid {rt['hashgrid_psnr']:.2f} dB (drop {rt['drop_db']:.2f} dB)")
     print(json.dumps({
         "bench": "convert", "data": str(args.data), "teacher_seconds": args.teacher_seconds,
         "teacher_psnr": round(t_psnr, 3), "target_psnr": round(target, 3), "cap_seconds": args.seconds,
-        "eval_every": args.eval_every, "eval_views": args.eval_views, "students": rows, "roundtrip": rt,
-        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "eval_first": args.eval_first, "eval_growth": args.eval_growth, "eval_views": args.eval_views,
+        "students": rows, "roundtrip": rt, "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
         "wall_seconds_total": round(time.perf_counter() - t_all, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }))
     return 0

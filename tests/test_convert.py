@@ -104,6 +104,23 @@ def test_color_head_copy_layouts():
     assert not copy_color_head(tiny("rbf"), m)  # SH-coefficient head: nothing to copy
 
 
+def test_conversion_defaults_and_rates():
+    """mlp / cam students get the wide conversion trunk (user options still win); each family gets its own base
+    rate unless --lr is given."""
+    from nfkit.distill.convert import CONVERT_DEFAULTS
+
+    for fam in ("mlp", "cam"):
+        f = fields.build_field(fam, student_config(fam), AABB)
+        c = f.config
+        assert (c.hidden, c.n_layers, c.n_freqs) == tuple(CONVERT_DEFAULTS[fam][k] for k in ("hidden", "n_layers", "n_freqs"))
+        assert c.color_head == "mlp" and c.geo_features == 15
+    assert student_config("mlp", {"hidden": 32})["hidden"] == 32
+    assert "hidden" not in student_config("triplane")
+    cfg = DistillConfig()
+    assert cfg.lr_for("mlp") < cfg.lr_for("triplane") == cfg.lr_for("hashgrid")
+    assert DistillConfig(lr=1e-3).lr_for("mlp") == DistillConfig(lr=1e-3).lr_for("rbf") == 1e-3
+
+
 def save_teacher(tmp_path, family="mlp", name="teacher.safetensors", normalization=None):
     f = tiny(family, seed=2)
     grid = teacher_grid(f)

@@ -14,6 +14,8 @@ import pytest
 
 pytest.importorskip("viser", reason="the viewer needs viser (pip install 'nfkit[viewer]')")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+from test_viewer_server import start_app  # noqa: E402  (after the skips: it needs viser too)
+from test_viewer_server import wait_for as server_wait_for  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -25,13 +27,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1000,700"]
 
 
-def wait_for(cond, timeout=30.0, step=0.1):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
+def wait_for(cond, timeout=30.0):
+    return server_wait_for(cond, timeout, 0.1)
 
 
 def settled(session, quiet=0.8):
@@ -59,13 +56,7 @@ def browser():
 
 @pytest.fixture
 def app():
-    from test_camera_path import renderable
-    from test_viewer_server import free_port
-
-    from nfkit.apps.viewer import ViewerApp
-
-    field, grid, opts = renderable()
-    a = ViewerApp(field, grid, opts, port=free_port(), max_res=256, verbose=False)
+    a = start_app(256)
     yield a
     a.stop()
 

@@ -94,14 +94,19 @@ def wait_for(cond, timeout=20.0, step=0.05):
     return False
 
 
-@pytest.fixture
-def app():
+def start_app(max_res: int):
+    """A viewer of the small test scene on a free local port (stop it with ``.stop()``)."""
     from test_camera_path import renderable
 
     from nfkit.apps.viewer import ViewerApp
 
     field, grid, opts = renderable()
-    a = ViewerApp(field, grid, opts, port=free_port(), max_res=128, verbose=False)
+    return ViewerApp(field, grid, opts, port=free_port(), max_res=max_res, verbose=False)
+
+
+@pytest.fixture
+def app():
+    a = start_app(128)
     yield a
     a.stop()
 

@@ -182,8 +182,8 @@ class ClientSession(threading.Thread):
             t0 = time.perf_counter()
             frame = app.render(c2w, size, fov, s, stop)
             dt = time.perf_counter() - t0
-        if frame is None:
-            return  # interrupted by a camera move
+        if frame is None or self.stopped:
+            return  # interrupted by a camera move, or the client / server went away while it rendered
         img, depth = frame
         app.rays_per_s = update_rate(app.rays_per_s, size[0] * size[1], dt)
         app.render_s = dt if action == "high" else app.render_s

@@ -11,10 +11,10 @@
 3. For each student family: wall time (evaluation excluded) until the student reaches the target by distillation
    (``nfkit convert``'s defaults: :func:`nfkit.distill.student_config`, virtual cameras in the range of the training
    cameras), and training **the same architecture** from scratch on the images (``nfkit fit``'s trainer,
-   ``--scratch-samples`` samples per step). Each run stops at the target or at ``--seconds`` (``--net-seconds`` for mlp and cam). The PSNR is checked at
-   ``--eval-first`` s of training and then every ``--eval-growth`` x later, so a time to target is known to lie
-   between two checks (both are reported; the speed-up is the ratio of the first checks at target, with the range
-   the intervals allow). A run that never gets there is "not reached in X s" with its best PSNR.
+   ``--scratch-samples`` samples per step). Each run stops at the target or at ``--seconds`` (``--net-seconds``
+   for mlp and cam). The PSNR is checked at ``--eval-first`` s of training and then every ``--eval-growth`` x
+   later, so a time to target is known to lie between two checks (both are reported; the speed-up is the ratio of
+   the first checks at target, with the range the intervals allow). A run that never gets there is "not reached in X s" with its best PSNR.
 4. Round trip: the hash grid teacher -> mlp (``--roundtrip-seconds``) -> hashgrid (``--roundtrip-back-seconds``), test
    PSNR of each on all test views.
 

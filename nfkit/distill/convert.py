@@ -2,8 +2,9 @@
 
 Student configuration: the family's defaults for ``signal="radiance"`` with the common colour head
 (``color_head="mlp"``: an MLP over [SH_4(d), 15 features], the hash grid's shape; the rbf family's own default is an
-SH head) and :data:`CONVERT_DEFAULTS` (wider mlp / cam trunks than ``nfkit fit``'s), then the user's config (``--config student.json``) on top; a hash-grid student sizes its finest level
-from the images when ``--data`` is given (as ``nfkit fit``). The student keeps the teacher's AABB, normalisation,
+SH head) and :data:`CONVERT_DEFAULTS` (wider mlp / cam trunks than ``nfkit fit``'s), then the user's config
+(``--config student.json``) on top; a hash-grid student sizes its finest level from the images when ``--data`` is
+given (as ``nfkit fit``). The student keeps the teacher's AABB, normalisation,
 occupancy grid (the samples were drawn inside it) and background model.
 
 Same family and no user config: an **exact copy** (the file's tensors and metadata unchanged; metrics say
@@ -30,7 +31,7 @@ WHITE = torch.ones(3)
 
 # Conversion defaults on top of a family's own radiance defaults. A student must hold what the teacher holds: the
 # 18k-parameter mlp that ``nfkit fit`` trains by default tops out near 27.5 dB on lego/100 as a student of a 30.3 dB
-# hash grid (150 s), a 256 x 3 trunk with 8 octaves (~155k parameters) reaches 30.0 dB in 180 s.
+# hash grid (150 s); a 256 x 3 trunk with 8 octaves (~155k parameters) reaches 29.8-30.0 dB in 180-220 s.
 CONVERT_DEFAULTS = {
     "mlp": {"hidden": 256, "n_layers": 3, "n_freqs": 8},
     "cam": {"hidden": 256, "n_layers": 3, "n_freqs": 8},

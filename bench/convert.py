@@ -14,7 +14,8 @@
    ``--scratch-samples`` samples per step). Each run stops at the target or at ``--seconds`` (``--net-seconds``
    for mlp and cam). The PSNR is checked at ``--eval-first`` s of training and then every ``--eval-growth`` x
    later, so a time to target is known to lie between two checks (both are reported; the speed-up is the ratio of
-   the first checks at target, with the range the intervals allow). A run that never gets there is "not reached in X s" with its best PSNR.
+   the first checks at target, with the range the intervals allow). A run that never gets there is "not reached in
+   X s" with its best PSNR.
 4. Round trip: the hash grid teacher -> mlp (``--roundtrip-seconds``) -> hashgrid (``--roundtrip-back-seconds``), test
    PSNR of each on all test views.
 
@@ -186,7 +187,8 @@ def main() -> int:
     ap.add_argument("--families", default="mlp,cam,rbf,triplane")
     ap.add_argument("--config", action="append", default=[], metavar="FAMILY=FILE",
                     help="student field config (JSON) for a family, used by distillation and scratch alike")
-    ap.add_argument("--roundtrip-seconds", type=float, default=300.0, help="hashgrid -> mlp leg (0: skip the round trip)")
+    ap.add_argument("--roundtrip-seconds", type=float, default=300.0,
+                    help="hashgrid -> mlp leg (0: skip the round trip)")
     ap.add_argument("--roundtrip-back-seconds", type=float, default=120.0, help="mlp -> hashgrid leg")
     ap.add_argument("--eval-first", type=float, default=1.0, help="first check (s of training)")
     ap.add_argument("--eval-growth", type=float, default=1.25, help="each check this x the previous one's time")
@@ -200,6 +202,7 @@ def main() -> int:
         print(json.dumps({"bench": "convert", "skipped": True}))
         return 0
     from nfkit.datasets import load_dataset
+    from nfkit.distill.convert import CONVERT_DEFAULTS
 
     configs = read_configs(args.config)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -212,7 +215,7 @@ def main() -> int:
     rows = {}
     caps = {}
     for fam in [f for f in args.families.split(",") if f]:
-        cap = caps[fam] = args.net_seconds if fam in ("mlp", "cam") else args.seconds
+        cap = caps[fam] = args.net_seconds if fam in CONVERT_DEFAULTS else args.seconds  # the wide networks
         print(f"{fam}: distillation (cap {cap:.0f} s)", flush=True)
         d = distill_run(args, src, fam, test, target, cap, OUT / f"student_{fam}.safetensors", configs.get(fam))
         s = None
@@ -230,20 +233,23 @@ def main() -> int:
         back = distill_run(args, mlp_path, "hashgrid", test, None, args.roundtrip_back_seconds,
                            OUT / "roundtrip_hashgrid.safetensors", configs.get("hashgrid"))
         t_all_views = there["teacher_final_psnr"]  # the same (all) test views as the students' final PSNRs
-        rt = {"teacher_psnr": round(t_all_views, 3), "mlp_psnr": there["final_psnr"], "hashgrid_psnr": back["final_psnr"],
-              "drop_db": round(t_all_views - back["final_psnr"], 3), "within_1db": t_all_views - back["final_psnr"] <= 1.0,
-              "seconds": [args.roundtrip_seconds, args.roundtrip_back_seconds], "mlp_curve": there["curve"], "hashgrid_curve": back["curve"],
-              "mlp_params": there["n_params"]}
+        drop = t_all_views - back["final_psnr"]
+        rt = {"teacher_psnr": round(t_all_views, 3), "mlp_psnr": there["final_psnr"],
+              "hashgrid_psnr": back["final_psnr"], "drop_db": round(drop, 3), "within_1db": drop <= 1.0,
+              "seconds": [args.roundtrip_seconds, args.roundtrip_back_seconds], "mlp_params": there["n_params"],
+              "mlp_curve": there["curve"], "hashgrid_curve": back["curve"]}
     print(f"\nlego/100, teacher hashgrid {args.teacher_seconds:.0f} s: {t_psnr:.2f} dB, target {target:.2f} dB "
           f"(threads={torch.get_num_threads()}; times: between the last check below target and the first at it)")
-    print(f"{'student':>9} | {'params':>9} | {'distill: time to target':>34} | {'scratch: time to target':>34} | speedup")
+    print(f"{'student':>9} | {'params':>9} | {'distill: time to target':>34} | {'scratch: time to target':>34} | "
+          "speedup")
     for fam, r in rows.items():
         rng = f" ({r['speedup_range'][0]}-{r['speedup_range'][1]})" if r["speedup_range"] else ""
         print(f"{fam:>9} | {r['distill']['n_params']:>9,} | {fmt(r['distill'], caps[fam]):>34} | "
               f"{fmt(r['scratch'], caps[fam]):>34} | {r['speedup'] if r['speedup'] is not None else '—'}{rng}")
     if rt:
-        print(f"round trip ({args.roundtrip_seconds:.0f} + {args.roundtrip_back_seconds:.0f} s): hashgrid {rt['teacher_psnr']:.2f} -> mlp "
-              f"{rt['mlp_psnr']:.2f} -> hashgrid {rt['hashgrid_psnr']:.2f} dB (drop {rt['drop_db']:.2f} dB)")
+        print(f"round trip ({args.roundtrip_seconds:.0f} + {args.roundtrip_back_seconds:.0f} s): hashgrid "
+              f"{rt['teacher_psnr']:.2f} -> mlp {rt['mlp_psnr']:.2f} -> hashgrid {rt['hashgrid_psnr']:.2f} dB "
+              f"(drop {rt['drop_db']:.2f} dB)")
     print(json.dumps({
         "bench": "convert", "data": str(args.data), "teacher_seconds": args.teacher_seconds,
         "teacher_psnr": round(t_psnr, 3), "target_psnr": round(target, 3), "cap_seconds": args.seconds,

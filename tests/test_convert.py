@@ -112,7 +112,8 @@ def test_conversion_defaults_and_rates():
     for fam in ("mlp", "cam"):
         f = fields.build_field(fam, student_config(fam), AABB)
         c = f.config
-        assert (c.hidden, c.n_layers, c.n_freqs) == tuple(CONVERT_DEFAULTS[fam][k] for k in ("hidden", "n_layers", "n_freqs"))
+        wide = CONVERT_DEFAULTS[fam]
+        assert (c.hidden, c.n_layers, c.n_freqs) == (wide["hidden"], wide["n_layers"], wide["n_freqs"])
         assert c.color_head == "mlp" and c.geo_features == 15
     assert student_config("mlp", {"hidden": 32})["hidden"] == 32
     assert "hidden" not in student_config("triplane")

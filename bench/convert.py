@@ -1,7 +1,8 @@
 """Benchmark: PVD distillation against training from scratch, on lego/100 (issue 5).
 
     python bench/convert.py [--teacher-seconds 120] [--seconds 150] [--families mlp,cam,rbf,triplane]
-                            [--net-seconds 300] [--config FAMILY=FILE.json ...] [--roundtrip-seconds 300]
+                            [--net-seconds 300] [--config FAMILY=FILE.json ...] [--distill KEY=VALUE ...]
+                            [--roundtrip-seconds 300]
                             [--roundtrip-back-seconds 120] [--eval-first 1]
                             [--eval-growth 1.25] [--eval-views 10] [--no-scratch]
 
@@ -117,7 +118,7 @@ def distill_run(args, src, family, test, target, seconds, dst, user_config=None)
     from nfkit.distill import DistillConfig, convert_file
 
     watch = watch_for(args, test, target, seconds)
-    cfg = DistillConfig(steps=10**9, max_seconds=seconds)
+    cfg = DistillConfig(**{**args.distill, "steps": 10**9, "max_seconds": seconds})
     t0 = time.perf_counter()
     m = convert_file(src, dst, family, cfg, user_config, data=str(args.data), eval_views=args.eval_views, progress=False,
                      callback=watch, metrics_path=dst.with_suffix(".json"))
@@ -167,12 +168,31 @@ def fmt(r, seconds):
     return f"{r['reached_after_s']:.1f}-{r['reached_s']:.1f} s"
 
 
-def read_configs(items: list[str]) -> dict:
+def read_distill(ap, items: list[str]) -> dict:
+    """``--distill KEY=VALUE`` items -> DistillConfig overrides (values parsed as JSON, e.g. ``lr=0.01``)."""
+    import dataclasses
+
+    from nfkit.distill import DistillConfig
+
+    names = {f.name for f in dataclasses.fields(DistillConfig)} - {"steps", "max_seconds"}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in names or not value:
+            ap.error(f"--distill: expected KEY=VALUE with KEY one of {', '.join(sorted(names))}, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            ap.error(f"--distill {key}: {value!r} is not a number, true/false or null")
+    return out
+
+
+def read_configs(ap, items: list[str]) -> dict:
     out = {}
     for item in items:
         fam, _, path = item.partition("=")
         if not path:
-            raise SystemExit(f"--config: expected FAMILY=FILE.json, got {item!r}")
+            ap.error(f"--config: expected FAMILY=FILE.json, got {item!r}")
         out[fam] = json.loads(Path(path).read_text())
     return out
 
@@ -187,6 +207,8 @@ def main() -> int:
     ap.add_argument("--families", default="mlp,cam,rbf,triplane")
     ap.add_argument("--config", action="append", default=[], metavar="FAMILY=FILE",
                     help="student field config (JSON) for a family, used by distillation and scratch alike")
+    ap.add_argument("--distill", action="append", default=[], metavar="KEY=VALUE",
+                    help="DistillConfig override for every distillation run, e.g. lr=0.01 or samples_per_step=4096")
     ap.add_argument("--roundtrip-seconds", type=float, default=300.0,
                     help="hashgrid -> mlp leg (0: skip the round trip)")
     ap.add_argument("--roundtrip-back-seconds", type=float, default=120.0, help="mlp -> hashgrid leg")
@@ -204,7 +226,8 @@ def main() -> int:
     from nfkit.datasets import load_dataset
     from nfkit.distill.convert import CONVERT_DEFAULTS
 
-    configs = read_configs(args.config)
+    configs = read_configs(ap, args.config)
+    args.distill = read_distill(ap, args.distill)
     OUT.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     t_all = time.perf_counter()
@@ -254,6 +277,7 @@ def main() -> int:
         "bench": "convert", "data": str(args.data), "teacher_seconds": args.teacher_seconds,
         "teacher_psnr": round(t_psnr, 3), "target_psnr": round(target, 3), "cap_seconds": args.seconds,
         "eval_first": args.eval_first, "eval_growth": args.eval_growth, "eval_views": args.eval_views,
+        "distill_overrides": args.distill,
         "students": rows, "roundtrip": rt, "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "wall_seconds_total": round(time.perf_counter() - t_all, 1), "date": time.strftime("%Y-%m-%d %H:%M"),

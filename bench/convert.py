@@ -193,7 +193,10 @@ def read_configs(ap, items: list[str]) -> dict:
         fam, _, path = item.partition("=")
         if not path:
             ap.error(f"--config: expected FAMILY=FILE.json, got {item!r}")
-        out[fam] = json.loads(Path(path).read_text())
+        try:
+            out[fam] = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            ap.error(f"--config {fam}: cannot read {path} as JSON ({e})")
     return out
 
 

@@ -52,10 +52,15 @@ GRID_LR = 2e-2
 
 @dataclass
 class DistillConfig:
-    steps: int = 2000
+    steps: int = 5000
     max_seconds: float = 0.0  # 0: no time limit
     lr: float | None = None  # None: FAMILY_LR of the student's family, else GRID_LR
-    samples_per_step: int = 1 << 13  # student samples per step (rays adapt to it)
+    # Student samples per step (rays adapt to it). Small steps pay: on lego/100 the time to the teacher - 0.5 dB
+    # hardly depends on the batch for grid students (rbf 14-16 s at 1024, 2048 and 8192 samples; tri-plane 16-21 s)
+    # while the mlp / cam students need about as many steps at 2048 as at 8192, so they get there ~2x sooner
+    # (mlp 91-114 s against > 120 s; cam 58-73 s against 91-114 s; 120 s runs, bench/NOTES.md). Below 2048 the fixed
+    # cost of a step (marching, the teacher, Python) dominates.
+    samples_per_step: int = 1 << 11
     # Stage ends as fractions of the run (steps or seconds, whichever binds first). PVD spends 7 % / 17 % of its
     # 30k steps in stages 1 / 2; here they are short: with the colour head copied from the teacher, stage 1 (features
     # only) gave 20.5 dB after 7.5 s on lego/100 where the rendered loss from the start gave 26-27 dB.

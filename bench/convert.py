@@ -219,9 +219,9 @@ def main() -> int:
     ap.add_argument("--eval-growth", type=float, default=1.25, help="each check this x the previous one's time")
     ap.add_argument("--eval-views", type=int, default=10)
     ap.add_argument("--margin", type=float, default=0.5, help="target = teacher PSNR - margin")
-    # 4096: the best of the sizes tried for training these families from scratch on lego/100 (5-view target,
-    # 2026-11-24): against 2^14, tri-plane 30-37 s vs 37-47 s, rbf 58-73 s vs 73-91 s, mlp 222-278 s vs > 300 s;
-    # 2048 was no better for the mlp. The baseline gets the same care as the distiller's own batch size.
+    # 4096: better than or equal to 2^14 for every family trained from scratch on lego/100 (10-view target,
+    # 2026-11-24): tri-plane 29.8-37.3 s vs 37.3-46.6 s, rbf 72.8-90.9 s both, mlp 222-278 s vs > 300 s, cam 28.7 vs
+    # 27.9 dB at 300 s; 2048 was no better for the mlp. The baseline gets the same care as the distiller's batch.
     ap.add_argument("--scratch-samples", type=int, default=1 << 12,
                     help="samples per step when training from scratch (not the hash grid)")
     ap.add_argument("--no-scratch", action="store_true")

@@ -264,9 +264,14 @@ class Trainer:
                         self.cfg.eval_views)
 
     def write_outputs(self, metrics_extra: dict | None = None) -> dict:
+        from nfkit.distill.sampling import camera_prior, prior_to_dict
+
         field_path = self.out / "field.safetensors"
+        # The training cameras' range, so that `nfkit convert` aims its virtual cameras like them without the data.
+        prior = prior_to_dict(camera_prior(self.field.aabb, self.train.cameras))
         fields.save(self.field, field_path, normalization=self.normalization(),
-                    info={"step": self.step, "train_seconds": self.elapsed, "source": self.train.source},
+                    info={"step": self.step, "train_seconds": self.elapsed, "source": self.train.source,
+                          "camera_prior": prior},
                     extra_tensors={f"occgrid.{k}": v for k, v in self.grid.state_dict().items()})
         ev = self.evaluate()
         metrics = {

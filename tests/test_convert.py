@@ -122,11 +122,11 @@ def test_conversion_defaults_and_rates():
     assert DistillConfig(lr=1e-3).lr_for("mlp") == DistillConfig(lr=1e-3).lr_for("rbf") == 1e-3
 
 
-def save_teacher(tmp_path, family="mlp", name="teacher.safetensors", normalization=None):
+def save_teacher(tmp_path, family="mlp", name="teacher.safetensors", normalization=None, info=None):
     f = tiny(family, seed=2)
     grid = teacher_grid(f)
     path = tmp_path / name
-    fields.save(f, path, normalization=normalization,
+    fields.save(f, path, normalization=normalization, info=info,
                 extra_tensors={f"occgrid.{k}": v for k, v in grid.state_dict().items()})
     return path, f
 
@@ -201,3 +201,50 @@ def test_sdf_teacher_is_refused(tmp_path, capsys):
     fields.save(f, src)
     assert cli_main(["convert", str(src), str(tmp_path / "o.safetensors"), "--to", "hashgrid"]) == 2
     assert "radiance" in capsys.readouterr().err
+
+
+def _upper_ring_prior() -> dict:
+    """A stored camera range like lego's: distance 3.5-4.5 from the centre, elevation 10-60 degrees."""
+    from nfkit.distill.sampling import CameraPrior, prior_to_dict
+
+    return prior_to_dict(CameraPrior((0.0, 0.0, 0.0), (3.5, 4.5), (0.17, 1.05), 40.0, 0.15, (1.0, 1.0, 1.0)))
+
+
+def test_stored_camera_range_aims_the_virtual_cameras(tmp_path):
+    """Without --data the virtual cameras follow the teacher file's info.camera_prior (written by nfkit fit), and
+    the student's file carries it on; a file without one falls back to the whole sphere."""
+    from nfkit.distill.convert import teacher_prior
+    from nfkit.distill.sampling import prior_from_dict, virtual_cameras
+
+    stored = _upper_ring_prior()
+    src, _ = save_teacher(tmp_path, "mlp", info={"camera_prior": stored})
+    out = tmp_path / "s.safetensors"
+    assert cli_main(["convert", str(src), str(out), "--to", "triplane", "--steps", "3", "--config",
+                     str(_write(tmp_path / "c.json", TINY["triplane"])), "--eval-views", "1"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["cameras_from"] == "field file"
+    carried = fields.read_header(out)["info"]["camera_prior"]
+    assert all(carried[k] == pytest.approx(v) for k, v in stored.items())
+    cams = virtual_cameras(prior_from_dict(carried, "x"), 200, 8, torch.Generator().manual_seed(0))
+    eye = cams.c2w[:, :3, 3]
+    r, elev = eye.norm(dim=-1), torch.asin(eye[:, 2] / eye.norm(dim=-1))
+    assert float(r.min()) >= 3.5 - 1e-4 and float(r.max()) <= 4.5 + 1e-4
+    assert float(elev.min()) >= 0.17 - 1e-4 and float(elev.max()) <= 1.05 + 1e-4
+    bare, _ = save_teacher(tmp_path, "mlp", name="bare.safetensors")
+    meta = fields.read_header(bare)
+    prior, source = teacher_prior(bare, meta, AABB)
+    assert source == "sphere" and prior.elevation[0] < -1.5 and prior.elevation[1] > 1.5
+
+
+@pytest.mark.parametrize("bad", [{"center": [0, 0]}, "ring", {**_upper_ring_prior(), "radius": [4.5, 3.5]},
+                                 {**_upper_ring_prior(), "fov_y_deg": float("nan")}])
+def test_malformed_camera_range_is_a_one_line_error(tmp_path, capsys, bad):
+    src, _ = save_teacher(tmp_path, "mlp", info={"camera_prior": bad})
+    assert cli_main(["convert", str(src), str(tmp_path / "o.safetensors"), "--to", "triplane", "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "teacher.safetensors" in err and "camera_prior" in err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj))
+    return path

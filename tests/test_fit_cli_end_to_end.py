@@ -101,6 +101,13 @@ def test_fit_writes_metrics_field_and_renders(capture, tmp_path):
     assert field.config.n_levels == 4 and field.config.log2_hashmap_size == 12 and field.config.hidden == 16
     x = torch.rand(32, 3) * 3 - 1.5
     assert bool(torch.isfinite(field.density(x)).all())
+    # the training cameras' range travels in the file, for `nfkit convert` without the data
+    from nfkit.datasets import load_dataset
+    from nfkit.distill.sampling import camera_prior, prior_to_dict
+
+    stored = fields.read_header(m["field"])["info"]["camera_prior"]
+    expected = prior_to_dict(camera_prior(field.aabb, load_dataset(capture, "train").cameras))
+    assert all(stored[k] == pytest.approx(v, abs=1e-5) for k, v in expected.items())
     pngs = sorted((out / "renders").glob("*.png"))
     assert [p.name for p in pngs] == ["000_frame_00.png", "001_frame_08.png"]
     for p in pngs:

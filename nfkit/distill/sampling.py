@@ -5,16 +5,18 @@ Conventions: world = the field's normalised scene coordinates, +Z up (Blender / 
 stand: on spheres around ``center`` of radius in ``radius`` and elevation (angle above the XY plane through the
 centre) in ``elevation``, looking at the centre plus a jitter of ``look_jitter`` x the AABB's half extent. With a
 dataset (``--data``) the prior is the training cameras' range (so views the teacher never saw are not distilled);
-without one, the whole sphere at 1.5x the AABB's half diagonal (the NeRF-synthetic layout: lego's cameras sit at 4.03
+without one, the range stored in the teacher's file (``info["camera_prior"]``, written by ``nfkit fit``); failing
+that, the whole sphere at 1.5x the AABB's half diagonal (the NeRF-synthetic layout: lego's cameras sit at 4.03
 for a 1.5 half-side box, 1.55x its half diagonal).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
+from nfkit.errors import FieldFileError
 from nfkit.renderers.cameras import Cameras, pixel_rays
 
 
@@ -46,6 +48,32 @@ def camera_prior(aabb: torch.Tensor, cams: Cameras | None = None) -> CameraPrior
     return CameraPrior(tuple(center.tolist()), (0.9 * float(dist.min()), 1.1 * float(dist.max())),
                        (max(-math.pi / 2, float(elev.min()) - margin), min(math.pi / 2, float(elev.max()) + margin)),
                        fov, 0.15, tuple(half.tolist()))
+
+
+def prior_to_dict(prior: CameraPrior) -> dict:
+    """JSON-ready form of ``prior`` (stored as ``info["camera_prior"]`` in field files written by ``nfkit fit`` and
+    ``nfkit convert``, so a later conversion aims its cameras like the training views without the dataset)."""
+    return {k: [float(v) for v in x] if isinstance(x, (tuple, list)) else float(x) for k, x in asdict(prior).items()}
+
+
+def prior_from_dict(d, where: str) -> CameraPrior:
+    """Inverse of :func:`prior_to_dict`; ``where`` names the file for the error. Raises FieldFileError when an
+    entry is missing or malformed."""
+    lengths = {"center": 3, "radius": 2, "elevation": 2, "half_extent": 3, "fov_y_deg": 0, "look_jitter": 0}
+
+    def numbers(v, n: int) -> bool:  # n numbers in a list, or one bare number when n == 0
+        vals = [v] if n == 0 else v if isinstance(v, list) else []
+        return len(vals) == max(n, 1) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vals)
+
+    ok = isinstance(d, dict) and all(k in d and numbers(d[k], n) for k, n in lengths.items())
+    if ok:
+        ok = 0 < d["radius"][0] <= d["radius"][1] and d["elevation"][0] <= d["elevation"][1] and 0 < d["fov_y_deg"] < 180
+    if not ok:
+        raise FieldFileError(f"{where}: corrupt nfkit metadata (info.camera_prior must hold {', '.join(lengths)} "
+                             "as numbers, radius 0 < min <= max, field of view in (0, 180) degrees)")
+    return CameraPrior(tuple(d["center"]), tuple(d["radius"]), tuple(d["elevation"]), float(d["fov_y_deg"]),
+                       float(d["look_jitter"]), tuple(d["half_extent"]))
 
 
 def look_at(eye: torch.Tensor, target: torch.Tensor, up=(0.0, 0.0, 1.0)) -> torch.Tensor:

@@ -152,7 +152,8 @@ def convert_file(src, dst, family: str, cfg: DistillConfig, user_config: dict | 
     metrics = {"mode": "distill", "from": header["family"], "to": family, "field": str(dst), "steps": dist.step,
                "train_seconds": round(dist.elapsed, 2),
                "stage_seconds": {f"stage{k}": round(v, 2) for k, v in dist.stage_seconds.items()},
-               "head_copied": dist.head_copied, "cameras_from": prior_source, "n_params": sum(p.numel() for p in student.parameters()),
+               "head_copied": dist.head_copied, "cameras_from": prior_source,
+               "n_params": sum(p.numel() for p in student.parameters()),
                "student_config": student.config_dict(),
                "loss_first": dist.history[0]["loss"] if dist.history else None,
                "loss_last": dist.history[-1]["loss"] if dist.history else None}

@@ -68,7 +68,8 @@ def prior_from_dict(d, where: str) -> CameraPrior:
 
     ok = isinstance(d, dict) and all(k in d and numbers(d[k], n) for k, n in lengths.items())
     if ok:
-        ok = 0 < d["radius"][0] <= d["radius"][1] and d["elevation"][0] <= d["elevation"][1] and 0 < d["fov_y_deg"] < 180
+        (r0, r1), (e0, e1) = d["radius"], d["elevation"]
+        ok = 0 < r0 <= r1 and e0 <= e1 and 0 < d["fov_y_deg"] < 180
     if not ok:
         raise FieldFileError(f"{where}: corrupt nfkit metadata (info.camera_prior must hold {', '.join(lengths)} "
                              "as numbers, radius 0 < min <= max, field of view in (0, 180) degrees)")

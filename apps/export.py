@@ -4,7 +4,8 @@ and/or a coloured point cloud, in the input (un-normalised) coordinates. See :mo
 Mesh: marching cubes at ``--resolution`` over the field's AABB; density fields at the density where one render
 step has opacity ``--opacity`` (0.5), SDF fields at 0; vertex colours from the field; largest component only
 unless ``--all-components``. Points: pixels of rendered opacity > 0.5 from ``--views`` views (the training cameras
-of ``--data`` when given, else virtual cameras around the bounds), statistical outlier removal.
+of ``--data`` when given, else virtual cameras in the training cameras' range stored in the field file, else
+around the bounds), statistical outlier removal.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def run(ns: argparse.Namespace) -> dict:
     import torch
 
     from nfkit import export
-    from nfkit.distill.sampling import camera_prior, virtual_cameras
+    from nfkit.renderers.camera_range import field_prior, virtual_cameras
     from nfkit.renderers import load_renderable
 
     if ns.mesh is None and ns.points is None:
@@ -55,9 +56,12 @@ def run(ns: argparse.Namespace) -> dict:
             cams = load_dataset(ns.data, "train").cameras
             if len(cams) > ns.views:
                 cams = cams[torch.linspace(0, len(cams) - 1, ns.views).round().long()]
+            out["views_from"] = "data"
         else:
-            cams = virtual_cameras(camera_prior(field.aabb), ns.views, ns.view_size, torch.Generator().manual_seed(0))
+            prior, source = field_prior(field.aabb, meta, str(ns.field))
+            cams = virtual_cameras(prior, ns.views, ns.view_size, torch.Generator().manual_seed(0))
+            out["views_from"] = source
         pts = export.extract_points(field, grid, opts, cams, ns.max_points)
         out["points"] = export.write_points(pts, ns.points, norm, filter_outliers=not ns.no_outlier_filter)
-        print(f"points: {out['points']['points']:,} -> {ns.points}")
+        print(f"points: {out['points']['points']:,} from {len(cams)} views ({out['views_from']}) -> {ns.points}")
     return out

@@ -264,7 +264,7 @@ class Trainer:
                         self.cfg.eval_views)
 
     def write_outputs(self, metrics_extra: dict | None = None) -> dict:
-        from nfkit.distill.sampling import camera_prior, prior_to_dict
+        from nfkit.renderers.camera_range import camera_prior, prior_to_dict
 
         field_path = self.out / "field.safetensors"
         # The training cameras' range, so that `nfkit convert` aims its virtual cameras like them without the data.

@@ -7,10 +7,11 @@ import torch
 
 from nfkit import fields
 from nfkit.apps.cli import main as cli_main
-from nfkit.distill import DistillConfig, Distiller, camera_prior, copy_color_head, student_config
+from nfkit.distill import DistillConfig, Distiller, copy_color_head, student_config
 from nfkit.distill.convert import load_teacher
 from nfkit.fields.base import SIGMA_CLIP
 from nfkit.renderers import OccupancyGrid, RenderOptions
+from nfkit.renderers.camera_range import camera_prior
 
 FAMILIES = ["mlp", "cam", "rbf", "triplane", "hashgrid"]
 TINY = {
@@ -205,7 +206,7 @@ def test_sdf_teacher_is_refused(tmp_path, capsys):
 
 def _upper_ring_prior() -> dict:
     """A stored camera range like lego's: distance 3.5-4.5 from the centre, elevation 10-60 degrees."""
-    from nfkit.distill.sampling import CameraPrior, prior_to_dict
+    from nfkit.renderers.camera_range import CameraPrior, prior_to_dict
 
     return prior_to_dict(CameraPrior((0.0, 0.0, 0.0), (3.5, 4.5), (0.17, 1.05), 40.0, 0.15, (1.0, 1.0, 1.0)))
 
@@ -213,8 +214,7 @@ def _upper_ring_prior() -> dict:
 def test_stored_camera_range_aims_the_virtual_cameras(tmp_path):
     """Without --data the virtual cameras follow the teacher file's info.camera_prior (written by nfkit fit), and
     the student's file carries it on; a file without one falls back to the whole sphere."""
-    from nfkit.distill.convert import teacher_prior
-    from nfkit.distill.sampling import prior_from_dict, virtual_cameras
+    from nfkit.renderers.camera_range import field_prior, prior_from_dict, virtual_cameras
 
     stored = _upper_ring_prior()
     src, _ = save_teacher(tmp_path, "mlp", info={"camera_prior": stored})
@@ -231,7 +231,7 @@ def test_stored_camera_range_aims_the_virtual_cameras(tmp_path):
     assert float(elev.min()) >= 0.17 - 1e-4 and float(elev.max()) <= 1.05 + 1e-4
     bare, _ = save_teacher(tmp_path, "mlp", name="bare.safetensors")
     meta = fields.read_header(bare)
-    prior, source = teacher_prior(bare, meta, AABB)
+    prior, source = field_prior(AABB, meta, str(bare))
     assert source == "sphere" and prior.elevation[0] < -1.5 and prior.elevation[1] > 1.5
 
 

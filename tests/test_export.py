@@ -104,7 +104,7 @@ def test_density_sphere_level_from_opacity_and_colours(tmp_path):
 
 
 def test_points_from_rendered_depth(tmp_path):
-    from nfkit.distill.sampling import camera_prior, virtual_cameras
+    from nfkit.renderers.camera_range import camera_prior, virtual_cameras
 
     f = Sphere(Sphere.Config(as_sdf=False), AABB)
     grid = OccupancyGrid(AABB, 16)  # all cells occupied
@@ -151,3 +151,22 @@ def test_export_bad_arguments(tmp_path, sphere_family, capsys):
     errs = capsys.readouterr().err.strip().splitlines()
     assert len(errs) == 4 and all(e.startswith("nfkit: error:") for e in errs)
     assert "missing.safetensors" in errs[2] and "radiance" in errs[3]
+
+
+def test_points_views_follow_the_stored_camera_range(tmp_path, sphere_family, capsys):
+    """Without --data, --points renders from the training cameras' range stored in the file (info.camera_prior,
+    written by nfkit fit): cameras 40-70 degrees above the equator see nothing below ~38 degrees south. A file
+    without a stored range falls back to the whole sphere, which sees the underside too."""
+    from nfkit.renderers.camera_range import CameraPrior, prior_to_dict
+
+    ring = prior_to_dict(CameraPrior((0.0, 0.0, 0.0), (3.0, 3.5), (0.70, 1.22), 30.0, 0.0, (1.0, 1.0, 1.0)))
+    lows = {}
+    for name, info in (("ring", {"camera_prior": ring}), ("bare", None)):
+        path = tmp_path / f"{name}.safetensors"
+        fields.save(fields.build_field("test-sphere", {"as_sdf": False}, AABB), path, info=info)
+        rc = cli_main(["export", str(path), "--points", str(tmp_path / f"{name}.ply"), "--views", "24",
+                       "--view-size", "32", "--no-outlier-filter"])
+        assert rc == 0, capsys.readouterr().err
+        assert ("(field file)" if info else "(sphere)") in capsys.readouterr().out
+        lows[name] = float(np.asarray(trimesh.load(tmp_path / f"{name}.ply").vertices)[:, 2].min())
+    assert lows["ring"] > -0.7 * R and lows["bare"] < -0.85 * R, lows

@@ -103,7 +103,7 @@ def test_fit_writes_metrics_field_and_renders(capture, tmp_path):
     assert bool(torch.isfinite(field.density(x)).all())
     # the training cameras' range travels in the file, for `nfkit convert` without the data
     from nfkit.datasets import load_dataset
-    from nfkit.distill.sampling import camera_prior, prior_to_dict
+    from nfkit.renderers.camera_range import camera_prior, prior_to_dict
 
     stored = fields.read_header(m["field"])["info"]["camera_prior"]
     expected = prior_to_dict(camera_prior(field.aabb, load_dataset(capture, "train").cameras))

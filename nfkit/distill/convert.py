@@ -5,7 +5,7 @@ Student configuration: the family's defaults for ``signal="radiance"`` with the 
 SH head) and :data:`CONVERT_DEFAULTS` (wider mlp / cam trunks than ``nfkit fit``'s), then the user's config
 (``--config student.json``) on top; a hash-grid student sizes its finest level from the images when ``--data`` is
 given (as ``nfkit fit``). The student keeps the teacher's AABB, normalisation,
-occupancy grid (the samples were drawn inside it), background model and camera range (:func:`teacher_prior`).
+occupancy grid (the samples were drawn inside it), background model and camera range (:func:`~nfkit.renderers.camera_range.field_prior`).
 
 Same family and no user config: an **exact copy** (the file's tensors and metadata unchanged; metrics say
 ``"mode": "copy"``). Same family with a config: distilled into the new configuration (e.g. a smaller hash table).
@@ -22,7 +22,7 @@ import torch
 from nfkit import fields
 from nfkit.atomic import write_json_atomic
 from nfkit.distill.pvd import DistillConfig, Distiller
-from nfkit.distill.sampling import CameraPrior, camera_prior, prior_from_dict, prior_to_dict, virtual_cameras
+from nfkit.renderers.camera_range import field_prior, prior_to_dict, virtual_cameras
 from nfkit.errors import FieldFileError, NfkitError, SplitNotFound
 
 RADIANCE_FAMILIES = ("mlp", "cam", "rbf", "triplane", "hashgrid")
@@ -96,17 +96,6 @@ def _load_data(data):
     return train, test
 
 
-def teacher_prior(src, meta: dict, aabb: torch.Tensor, train=None) -> tuple[CameraPrior, str]:
-    """Where the virtual cameras stand, and from what: the dataset's training cameras ("data"), else the range the
-    teacher's file stores (``info["camera_prior"]``, "field file"), else a sphere around the AABB ("sphere")."""
-    if train is not None:
-        return camera_prior(aabb, train.cameras), "data"
-    stored = (meta.get("info") or {}).get("camera_prior")
-    if stored is not None:
-        return prior_from_dict(stored, str(src)), "field file"
-    return camera_prior(aabb), "sphere"
-
-
 def convert_file(src, dst, family: str, cfg: DistillConfig, user_config: dict | None = None, data=None,
                  eval_views: int = 8, progress: bool = True, callback=None, metrics_path=None) -> dict:
     """Convert the field file ``src`` into a ``family`` field at ``dst``; writes ``metrics_path`` (default
@@ -140,7 +129,8 @@ def convert_file(src, dst, family: str, cfg: DistillConfig, user_config: dict | 
         student = fields.build_field(family, student_config(family, user_config, side), teacher.aabb.cpu())
     except (TypeError, ValueError) as e:
         raise NfkitError(f"--config: does not build a {family} field ({' '.join(str(e).split())[:160]})") from None
-    prior, prior_source = teacher_prior(src, meta, teacher.aabb, train)
+    # Virtual cameras where the teacher was trained from: the data's cameras, else the file's stored range.
+    prior, prior_source = field_prior(teacher.aabb, meta, str(src), None if train is None else train.cameras)
     dist = Distiller(teacher, grid, opts, student, cfg, prior, progress=progress)
     dist.fit(callback)
     student.eval()

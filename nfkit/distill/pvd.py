@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from nfkit.fields.base import SIGMA_CLIP, VolumeFeature
-from nfkit.distill.sampling import CameraPrior, random_rays, uniform_points, virtual_cameras
+from nfkit.distill.sampling import random_rays, uniform_points
+from nfkit.renderers.camera_range import CameraPrior, virtual_cameras
 from nfkit.renderers.compositing import accumulate, weights_from_density
 from nfkit.renderers.sampling import march
 from nfkit.trainer import adam_groups
@@ -138,7 +139,7 @@ class Distiller:
     """Distil ``teacher`` (any radiance field, frozen) into ``student`` (trained in place).
 
     grid: the teacher's :class:`~nfkit.renderers.OccupancyGrid` (where samples are drawn); opts: render options
-    (``step_size``); prior: where virtual cameras stand (:func:`~nfkit.distill.sampling.camera_prior`).
+    (``step_size``); prior: where virtual cameras stand (:func:`~nfkit.renderers.camera_range.field_prior`).
     """
 
     def __init__(self, teacher, grid, opts, student, cfg: DistillConfig, prior: CameraPrior, progress: bool = True):

@@ -4,8 +4,8 @@ Student configuration: the family's defaults for ``signal="radiance"`` with the 
 (``color_head="mlp"``: an MLP over [SH_4(d), 15 features], the hash grid's shape; the rbf family's own default is an
 SH head) and :data:`CONVERT_DEFAULTS` (wider mlp / cam trunks than ``nfkit fit``'s), then the user's config
 (``--config student.json``) on top; a hash-grid student sizes its finest level from the images when ``--data`` is
-given (as ``nfkit fit``). The student keeps the teacher's AABB, normalisation,
-occupancy grid (the samples were drawn inside it), background model and camera range (:func:`~nfkit.renderers.camera_range.field_prior`).
+given (as ``nfkit fit``). The student keeps the teacher's AABB, normalisation, occupancy grid (the samples were
+drawn inside it), background model and camera range (:func:`~nfkit.renderers.camera_range.field_prior`).
 
 Same family and no user config: an **exact copy** (the file's tensors and metadata unchanged; metrics say
 ``"mode": "copy"``). Same family with a config: distilled into the new configuration (e.g. a smaller hash table).
@@ -159,7 +159,8 @@ def evaluate_student(teacher, student, grid, opts, prior, test=None, eval_views:
     at 100 px), and of both against ground truth on the test views (white background)."""
     from nfkit.evaluation import evaluate
 
-    cams = test.cameras if test is not None else virtual_cameras(prior, eval_views, 100, torch.Generator().manual_seed(1234))
+    gen = torch.Generator().manual_seed(1234)
+    cams = test.cameras if test is not None else virtual_cameras(prior, eval_views, 100, gen)
     out = {"psnr_vs_teacher": psnr_between(render_views(student, grid, opts, cams, eval_views),
                                            render_views(teacher, grid, opts, cams, eval_views)),
            "eval_views": min(eval_views, len(cams))}

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nfkit.errors import NfkitError
+from nfkit.errors import FieldFileError, NfkitError
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -31,7 +31,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=0.0, help="time limit in seconds (0: none)")
     p.add_argument("--config", default=None, help="JSON file with the student's field config (overrides)")
     p.add_argument("--metrics", default=None, help="metrics file (default: metrics.json beside OUT)")
-    p.add_argument("--samples-per-step", type=int, default=d.samples_per_step)
+    p.add_argument("--samples-per-step", type=int, default=d.samples_per_step,
+                   help=f"student samples a step (default: {d.samples_per_step})")
     p.add_argument("--lr", type=float, default=None,
                    help="base learning rate (default: 5e-3 for mlp / cam students, 2e-2 for the grids)")
     p.add_argument("--eval-views", type=int, default=8, help="views compared with the teacher's renders")
@@ -76,17 +77,48 @@ def build_info_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def origin(info: dict) -> str | None:
+    """Where a field came from, in words, from its file's ``info`` (written by ``nfkit fit`` / ``convert``)."""
+    if "converted_from" in info:
+        return (f"converted from {info.get('teacher_family', '?')} {info['converted_from']} "
+                f"({info.get('distill_steps', '?')} steps, {float(info.get('distill_seconds', 0)):.0f} s)")
+    if "source" in info:
+        secs = float(info.get("train_seconds", 0))
+        return f"fitted on {info['source']} ({info.get('step', '?')} steps, {secs:.0f} s)"
+    return None
+
+
+def camera_range(info: dict, where: str) -> str | None:
+    """The stored training-camera range (what ``convert`` and ``export --points`` aim virtual cameras by)."""
+    import math
+
+    from nfkit.renderers.camera_range import prior_from_dict
+
+    if "camera_prior" not in info:
+        return None
+    try:
+        c = prior_from_dict(info["camera_prior"], where)
+    except FieldFileError:
+        return "corrupt (convert and export --points refuse the file unless --data is given)"
+    e0, e1 = (math.degrees(e) for e in c.elevation)
+    return (f"distance {c.radius[0]:.2f}-{c.radius[1]:.2f}, elevation {e0:.0f} to {e1:.0f} deg, "
+            f"fov {c.fov_y_deg:.0f} deg")
+
+
 def field_info(path) -> dict:
-    """family, kind, parameter count, bounds, format version (and normalisation, occupancy grid) of a field file."""
+    """family, kind, parameter count, bounds, format version (and normalisation, occupancy grid, origin, stored
+    camera range) of a field file."""
     from nfkit import fields
 
     field, meta, extras = fields.load(path, return_extras=True)
     grid = extras.get("occgrid.binary")
+    info = meta.get("info") or {}
     return {"file": str(path), "family": meta["family"], "kind": field.kind,
             "format_version": meta["format_version"], "n_params": sum(p.numel() for p in field.parameters()),
             "aabb": meta["aabb"], "normalization_scale": meta.get("normalization", {}).get("scale"),
             "occupancy_grid": None if grid is None else round(grid.numel() ** (1 / 3)),
-            "background": (meta.get("background") or {}).get("kind"), "config": meta.get("config", {})}
+            "background": (meta.get("background") or {}).get("kind"), "origin": origin(info),
+            "camera_range": camera_range(info, str(path)), "config": meta.get("config", {})}
 
 
 def run_info(ns: argparse.Namespace) -> dict:
@@ -95,7 +127,7 @@ def run_info(ns: argparse.Namespace) -> dict:
         print(json.dumps(info))
         return info
     for k in ("file", "family", "kind", "format_version", "n_params", "aabb", "normalization_scale",
-              "occupancy_grid", "background"):
+              "occupancy_grid", "background", "origin", "camera_range"):
         v = f"{info[k]:,}" if k == "n_params" else info[k]
         print(f"{k:>20}: {v}")
     return info

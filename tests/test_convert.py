@@ -150,6 +150,7 @@ def test_convert_cli_writes_field_and_metrics(tmp_path, capsys):
     rc = cli_main(["info", str(out)])
     text = capsys.readouterr().out
     assert rc == 0 and "triplane" in text and "format_version: 1" in text and "n_params" in text
+    assert f"origin: converted from mlp {src} (12 steps" in text and "camera_range: None" in text
     n = sum(p.numel() for p in field.parameters())
     assert f"{n:,}" in text
 
@@ -211,7 +212,7 @@ def _upper_ring_prior() -> dict:
     return prior_to_dict(CameraPrior((0.0, 0.0, 0.0), (3.5, 4.5), (0.17, 1.05), 40.0, 0.15, (1.0, 1.0, 1.0)))
 
 
-def test_stored_camera_range_aims_the_virtual_cameras(tmp_path):
+def test_stored_camera_range_aims_the_virtual_cameras(tmp_path, capsys):
     """Without --data the virtual cameras follow the teacher file's info.camera_prior (written by nfkit fit), and
     the student's file carries it on; a file without one falls back to the whole sphere."""
     from nfkit.renderers.camera_range import field_prior, prior_from_dict, virtual_cameras
@@ -223,6 +224,10 @@ def test_stored_camera_range_aims_the_virtual_cameras(tmp_path):
                      str(_write(tmp_path / "c.json", TINY["triplane"])), "--eval-views", "1"]) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["cameras_from"] == "field file"
     carried = fields.read_header(out)["info"]["camera_prior"]
+    capsys.readouterr()
+    assert cli_main(["info", str(out), "--json"]) == 0  # nfkit info shows the stored range in words
+    shown = json.loads(capsys.readouterr().out)["camera_range"]
+    assert shown == "distance 3.50-4.50, elevation 10 to 60 deg, fov 40 deg"
     assert all(carried[k] == pytest.approx(v) for k, v in stored.items())
     cams = virtual_cameras(prior_from_dict(carried, "x"), 200, 8, torch.Generator().manual_seed(0))
     eye = cams.c2w[:, :3, 3]
@@ -243,6 +248,7 @@ def test_malformed_camera_range_is_a_one_line_error(tmp_path, capsys, bad):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "teacher.safetensors" in err and "camera_prior" in err
     assert not (tmp_path / "o.safetensors").exists()
+    assert cli_main(["info", str(src)]) == 0 and "camera_range: corrupt" in capsys.readouterr().out
 
 
 def _write(path, obj):

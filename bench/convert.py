@@ -5,6 +5,7 @@
                             [--roundtrip-seconds 300]
                             [--roundtrip-back-seconds 120] [--eval-first 1]
                             [--eval-growth 1.25] [--eval-views 10] [--scratch-samples 4096] [--no-scratch]
+                            [--ladder GROWTH] [--ladder-first 10]
 
 1. Teacher: a hash grid fitted with ``nfkit fit``'s trainer on ../shared/data/lego/100 for ``--teacher-seconds``,
    cached in ``outputs/bench_convert/teacher/`` (re-used while its budget matches).
@@ -16,7 +17,9 @@
    for mlp and cam). The PSNR is checked at ``--eval-first`` s of training and then every ``--eval-growth`` x
    later, so a time to target is known to lie between two checks (both are reported; the speed-up is the ratio of
    the first checks at target, with the range the intervals allow). A run that never gets there is "not reached in
-   X s" with its best PSNR.
+   X s" with its best PSNR. Both sides decay their learning rate over the run's length, so one long cap slows both
+   down; ``--ladder G`` times each side instead by runs of ``--ladder-first``, x G, ... seconds (each with its
+   schedule fitted to its length) up to the cap, and keeps the first run that reaches the target.
 4. Round trip: the hash grid teacher -> mlp (``--roundtrip-seconds``) -> hashgrid (``--roundtrip-back-seconds``), test
    PSNR of each on all test views.
 
@@ -89,7 +92,8 @@ def teacher(args, train, test):
 
     tdir = OUT / "teacher"
     path, meta_path = tdir / "field.safetensors", tdir / "bench_teacher.json"
-    if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("seconds") == args.teacher_seconds:
+    cached = meta_path.is_file() and json.loads(meta_path.read_text()).get("seconds") == args.teacher_seconds
+    if path.is_file() and cached:
         print(f"teacher: cached {path}")
     else:
         print(f"teacher: fitting hashgrid for {args.teacher_seconds:.0f} s")
@@ -105,8 +109,26 @@ def teacher(args, train, test):
 
 
 def watch_for(args, test, target, seconds) -> Watch:
-    return Watch(test, args.eval_views, check_times(seconds, args.eval_first, args.eval_growth), target,
+    # Ladder runs are checked from 1/8 of their length on: the shorter runs before them covered the start.
+    first = max(args.eval_first, seconds / 8) if args.ladder else args.eval_first
+    return Watch(test, args.eval_views, check_times(seconds, first, args.eval_growth), target,
                  grid_of=lambda r: r.grid)
+
+
+def ladder(run, cap: float, first: float, growth: float) -> dict:
+    """Time to target with the learning-rate schedule fitted to the run's length: runs of ``first``,
+    ``first * growth``, ... seconds (each schedule decays over its own length; ``run(seconds)`` -> result) until
+    one reaches the target or ``cap`` is spent. Returns that run's result with ``schedule_s`` (its length) and
+    ``ladder`` ([[seconds, reached_s, best_psnr], ...] of every run)."""
+    tries, seconds = [], first
+    while True:
+        seconds = min(seconds, cap)
+        print(f"    -- run of {seconds:.0f} s", flush=True)
+        r = run(seconds)
+        tries.append([round(seconds, 1), r["reached_s"], r["best_psnr"]])
+        if r["reached_s"] is not None or seconds >= cap:
+            return {**r, "schedule_s": round(seconds, 1), "ladder": tries}
+        seconds *= growth
 
 
 def result(watch: Watch, **more) -> dict:
@@ -120,8 +142,8 @@ def distill_run(args, src, family, test, target, seconds, dst, user_config=None)
     watch = watch_for(args, test, target, seconds)
     cfg = DistillConfig(**{**args.distill, "steps": 10**9, "max_seconds": seconds})
     t0 = time.perf_counter()
-    m = convert_file(src, dst, family, cfg, user_config, data=str(args.data), eval_views=args.eval_views, progress=False,
-                     callback=watch, metrics_path=dst.with_suffix(".json"))
+    m = convert_file(src, dst, family, cfg, user_config, data=str(args.data), eval_views=args.eval_views,
+                     progress=False, callback=watch, metrics_path=dst.with_suffix(".json"))
     return result(watch, final_psnr=m.get("psnr_vs_ground_truth"), psnr_vs_teacher=m.get("psnr_vs_teacher"),
                   teacher_final_psnr=m.get("teacher_psnr_vs_ground_truth"),
                   train_seconds=m.get("train_seconds"), steps=m.get("steps"), n_params=m.get("n_params"),
@@ -165,7 +187,8 @@ def fmt(r, seconds):
         return "—"
     if r["reached_s"] is None:
         return f"not reached in {seconds:.0f} s (best {r['best_psnr']:.2f})"
-    return f"{r['reached_after_s']:.1f}-{r['reached_s']:.1f} s"
+    run = f" in a {r['schedule_s']:.0f} s run" if "schedule_s" in r else ""
+    return f"{r['reached_after_s']:.1f}-{r['reached_s']:.1f} s{run}"
 
 
 def read_distill(ap, items: list[str]) -> dict:
@@ -225,7 +248,14 @@ def main() -> int:
     ap.add_argument("--scratch-samples", type=int, default=1 << 12,
                     help="samples per step when training from scratch (not the hash grid)")
     ap.add_argument("--no-scratch", action="store_true")
+    ap.add_argument("--ladder", type=float, default=0.0, metavar="GROWTH",
+                    help="time each side by runs of --ladder-first, x GROWTH, ... seconds (each with its learning-rate "
+                    "schedule fitted to its length) up to the cap, keeping the first that reaches the target "
+                    "(0: one run of the cap's length)")
+    ap.add_argument("--ladder-first", type=float, default=10.0, help="length of the first ladder run (s)")
     args = ap.parse_args()
+    if args.ladder and args.ladder <= 1:
+        ap.error(f"--ladder: growth must be > 1, got {args.ladder}")
     if not args.data.is_dir():
         print(f"skip: {args.data} not present (needs ../shared/data/lego)")
         print(json.dumps({"bench": "convert", "skipped": True}))
@@ -246,12 +276,18 @@ def main() -> int:
     caps = {}
     for fam in [f for f in args.families.split(",") if f]:
         cap = caps[fam] = args.net_seconds if fam in CONVERT_DEFAULTS else args.seconds  # the wide networks
+        dst = OUT / f"student_{fam}.safetensors"
+        d_run = lambda sec: distill_run(args, src, fam, test, target, sec, dst, configs.get(fam))  # noqa: E731
+        s_run = lambda sec: scratch_run(args, fam, train, test, target, sec, configs.get(fam))  # noqa: E731
+        if args.ladder:
+            d_run = (lambda r: lambda sec: ladder(r, sec, args.ladder_first, args.ladder))(d_run)
+            s_run = (lambda r: lambda sec: ladder(r, sec, args.ladder_first, args.ladder))(s_run)
         print(f"{fam}: distillation (cap {cap:.0f} s)", flush=True)
-        d = distill_run(args, src, fam, test, target, cap, OUT / f"student_{fam}.safetensors", configs.get(fam))
+        d = d_run(cap)
         s = None
         if not args.no_scratch:
             print(f"{fam}: from scratch (cap {cap:.0f} s)", flush=True)
-            s = scratch_run(args, fam, train, test, target, cap, configs.get(fam))
+            s = s_run(cap)
         ratio, bracket = speedup(d, s, cap)
         rows[fam] = {"distill": d, "scratch": s, "speedup": ratio, "speedup_range": bracket, "cap_seconds": cap}
     rt = None
@@ -270,12 +306,12 @@ def main() -> int:
               "mlp_curve": there["curve"], "hashgrid_curve": back["curve"]}
     print(f"\nlego/100, teacher hashgrid {args.teacher_seconds:.0f} s: {t_psnr:.2f} dB, target {target:.2f} dB "
           f"(threads={torch.get_num_threads()}; times: between the last check below target and the first at it)")
-    print(f"{'student':>9} | {'params':>9} | {'distill: time to target':>34} | {'scratch: time to target':>34} | "
+    print(f"{'student':>9} | {'params':>9} | {'distill: time to target':>40} | {'scratch: time to target':>40} | "
           "speedup")
     for fam, r in rows.items():
         rng = f" ({r['speedup_range'][0]}-{r['speedup_range'][1]})" if r["speedup_range"] else ""
-        print(f"{fam:>9} | {r['distill']['n_params']:>9,} | {fmt(r['distill'], caps[fam]):>34} | "
-              f"{fmt(r['scratch'], caps[fam]):>34} | {r['speedup'] if r['speedup'] is not None else '—'}{rng}")
+        print(f"{fam:>9} | {r['distill']['n_params']:>9,} | {fmt(r['distill'], caps[fam]):>40} | "
+              f"{fmt(r['scratch'], caps[fam]):>40} | {r['speedup'] if r['speedup'] is not None else '—'}{rng}")
     if rt:
         print(f"round trip ({args.roundtrip_seconds:.0f} + {args.roundtrip_back_seconds:.0f} s): hashgrid "
               f"{rt['teacher_psnr']:.2f} -> mlp {rt['mlp_psnr']:.2f} -> hashgrid {rt['hashgrid_psnr']:.2f} dB "
@@ -283,7 +319,9 @@ def main() -> int:
     print(json.dumps({
         "bench": "convert", "data": str(args.data), "teacher_seconds": args.teacher_seconds,
         "teacher_psnr": round(t_psnr, 3), "target_psnr": round(target, 3), "cap_seconds": args.seconds,
+        "net_cap_seconds": args.net_seconds,
         "eval_first": args.eval_first, "eval_growth": args.eval_growth, "eval_views": args.eval_views,
+        "ladder": args.ladder, "ladder_first": args.ladder_first if args.ladder else None,
         "distill_overrides": args.distill,
         "students": rows, "roundtrip": rt, "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),

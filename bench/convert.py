@@ -131,6 +131,11 @@ def ladder(run, cap: float, first: float, growth: float) -> dict:
         seconds *= growth
 
 
+def timed(args, run, cap: float) -> dict:
+    """One run of ``cap`` seconds, or the ``--ladder`` of runs up to it."""
+    return ladder(run, cap, args.ladder_first, args.ladder) if args.ladder else run(cap)
+
+
 def result(watch: Watch, **more) -> dict:
     return {"reached_s": watch.reached, "reached_after_s": watch.reached_after, "best_psnr": watch.best(),
             "curve": watch.curve, **more}
@@ -276,18 +281,13 @@ def main() -> int:
     caps = {}
     for fam in [f for f in args.families.split(",") if f]:
         cap = caps[fam] = args.net_seconds if fam in CONVERT_DEFAULTS else args.seconds  # the wide networks
-        dst = OUT / f"student_{fam}.safetensors"
-        d_run = lambda sec: distill_run(args, src, fam, test, target, sec, dst, configs.get(fam))  # noqa: E731
-        s_run = lambda sec: scratch_run(args, fam, train, test, target, sec, configs.get(fam))  # noqa: E731
-        if args.ladder:
-            d_run = (lambda r: lambda sec: ladder(r, sec, args.ladder_first, args.ladder))(d_run)
-            s_run = (lambda r: lambda sec: ladder(r, sec, args.ladder_first, args.ladder))(s_run)
+        dst, user = OUT / f"student_{fam}.safetensors", configs.get(fam)
         print(f"{fam}: distillation (cap {cap:.0f} s)", flush=True)
-        d = d_run(cap)
+        d = timed(args, lambda sec: distill_run(args, src, fam, test, target, sec, dst, user), cap)
         s = None
         if not args.no_scratch:
             print(f"{fam}: from scratch (cap {cap:.0f} s)", flush=True)
-            s = s_run(cap)
+            s = timed(args, lambda sec: scratch_run(args, fam, train, test, target, sec, user), cap)
         ratio, bracket = speedup(d, s, cap)
         rows[fam] = {"distill": d, "scratch": s, "speedup": ratio, "speedup_range": bracket, "cap_seconds": cap}
     rt = None

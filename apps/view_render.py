@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nfkit.errors import NfkitError
+from nfkit.renderers.camera_range import look_at as camera_look_at
 
 MODES = ("rgb", "depth", "opacity", "normals")
 _FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes (its own inverse)
@@ -83,17 +84,10 @@ def viser_from_c2w(c2w) -> tuple[np.ndarray, np.ndarray]:
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """[4, 4] OpenGL c2w of a camera at ``eye`` looking at ``target`` with ``up`` roughly up in the image."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    f = target - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, up)
-    if np.linalg.norm(r) < 1e-9:
-        r = np.cross(f, [1.0, 0.0, 0.0] if abs(f[0]) < 0.9 else [0.0, 1.0, 0.0])
-    r /= np.linalg.norm(r)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = r, np.cross(r, f), -f, eye
-    return m
+    """[4, 4] OpenGL c2w (float64) of a camera at ``eye`` looking at ``target`` with ``up`` roughly up in the image
+    (:func:`nfkit.renderers.camera_range.look_at` for one camera)."""
+    eye, target = (torch.as_tensor(np.asarray(v, dtype=np.float64)).reshape(1, 3) for v in (eye, target))
+    return camera_look_at(eye, target, tuple(float(u) for u in up))[0].numpy()
 
 
 def camera_state(cam):

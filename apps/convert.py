@@ -34,7 +34,7 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--samples-per-step", type=int, default=d.samples_per_step,
                    help=f"student samples a step (default: {d.samples_per_step})")
     p.add_argument("--lr", type=float, default=None,
-                   help="base learning rate (default: 5e-3 for mlp / cam students, 2e-2 for the grids)")
+                   help="base learning rate (default: 5e-3 for mlp / cam students, 4e-2 rbf, 2e-2 the other grids)")
     p.add_argument("--eval-views", type=int, default=8, help="views compared with the teacher's renders")
     p.add_argument("--seed", type=int, default=0)
     return p

@@ -25,6 +25,8 @@ HELP = {
     "field": "field family",
     "steps": "training steps",
     "max_seconds": "stop after this many seconds of training (0: no limit)",
+    "lr": "base learning rate, decayed to 3 %% over the run (0: the family's default: 4e-2 rbf, 2e-2 triplane, "
+          "1e-2 the others)",
     "resume": "continue from DIR/checkpoint",
     "field_options": "field config overrides, e.g. hidden=32",
     "frames": "frames chosen from a video input",

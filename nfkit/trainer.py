@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import asdict, dataclass, field as dc_field, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ class FitConfig:
     max_seconds: float = 0.0  # 0: no time limit
     resume: bool = False
     samples_per_step: int = 1 << 16
-    lr: float = 1e-2
+    lr: float = 0.0  # 0: the family's default (FIT_LR)
     grid_resolution: int = 64
     n_steps_per_ray: int = 256  # marching step = AABB diagonal / this
     max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
@@ -63,6 +63,19 @@ def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
     if cfg.field == "hashgrid" and image_side and "max_resolution" not in over:
         over["max_resolution"] = int(min(2048, max(256, 2 ** math.ceil(math.log2(4 * image_side)))))
     return over
+
+
+# Base learning rate of ``nfkit fit`` per family (``FitConfig.lr`` 0), else DEFAULT_LR. Times to 29.78 dB on lego/100
+# from scratch (4096 samples a step, 150 s schedule, 2 cores; bench/NOTES.md): the rbf field 71.5-89.4 s at 1e-2,
+# 49.5-57.0 s at 2e-2 and 4e-2, 57.0-65.5 s at 8e-2; tri-plane 32.6-37.5 s at 1e-2 and 4e-2, 28.3-32.6 s at 2e-2
+# (80 s schedule). The wide mlp is the same at 5e-3 and 1e-2; cam is better at 1e-2 (28.7 against 27.0 dB after
+# 300 s); the hash grid was tuned at 1e-2.
+DEFAULT_LR = 1e-2
+FIT_LR = {"rbf": 4e-2, "triplane": 2e-2}
+
+
+def fit_lr(family: str) -> float:
+    return FIT_LR.get(family, DEFAULT_LR)
 
 
 def make_adam(groups, lr: float) -> torch.optim.Optimizer:
@@ -98,6 +111,10 @@ class Trainer:
 
     def __init__(self, cfg: FitConfig, train: SceneData, test: SceneData | None, progress: bool = True):
         torch.manual_seed(cfg.seed)
+        if cfg.lr < 0:
+            raise NfkitError(f"--lr must be >= 0 (0: the family's default), got {cfg.lr}")
+        if cfg.lr == 0:
+            cfg = replace(cfg, lr=fit_lr(cfg.field))  # saved resolved in the field file's config
         self.cfg, self.train, self.test, self.progress = cfg, train, test, progress
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.out)

@@ -217,6 +217,30 @@ def test_refresh_grid_forgets_emptied_regions(tmp_path):
     assert torch.allclose(tr.grid.density, 10.0 * tr.opts.step_size * (centres[:, 0] > 0).float())
 
 
+def test_fit_learning_rate_is_the_familys_unless_given(tmp_path):
+    """``FitConfig.lr`` 0 takes the family's rate (FIT_LR: the rbf field and tri-planes train faster at higher
+    rates than the hash grid), resolved into the config saved with the field; a given rate is kept; < 0 is refused."""
+    from conftest import write_sphere_capture
+
+    from nfkit.datasets import load_dataset
+    from nfkit.errors import NfkitError
+    from nfkit.trainer import DEFAULT_LR, FitConfig, Trainer, fit_lr
+
+    data = load_dataset(write_sphere_capture(tmp_path / "cap", n=4, size=8), "all")
+    tiny = {"triplane": {"resolution": 8, "channels": 4, "hidden": 16}, "hashgrid": dict(TINY)}
+    assert fit_lr("hashgrid") == DEFAULT_LR < fit_lr("triplane") < fit_lr("rbf")
+    for family in ("hashgrid", "triplane"):
+        cfg = FitConfig(out=str(tmp_path / family), field=family, field_options=tiny[family], grid_resolution=8)
+        tr = Trainer(cfg, data, None, progress=False)
+        assert tr.cfg.lr == fit_lr(family) and cfg.lr == 0.0  # the caller's config is not modified
+        assert max(g["lr"] for g in tr.optimizer.param_groups) == pytest.approx(fit_lr(family))
+    cfg = FitConfig(out=str(tmp_path / "given"), field="triplane", field_options=tiny["triplane"], grid_resolution=8,
+                    lr=3e-3)
+    assert Trainer(cfg, data, None, progress=False).cfg.lr == 3e-3
+    with pytest.raises(NfkitError, match="--lr"):
+        Trainer(FitConfig(out=str(tmp_path / "bad"), lr=-1.0, field_options=dict(TINY)), data, None, progress=False)
+
+
 # ------------------------------------------------------------------------------------------ orbit
 def test_orbit_circles_the_centre_at_the_cameras_height_and_distance():
     """One circle at the cameras' mean height and distance, looking at the centre: a full turn for a ring of

@@ -107,7 +107,7 @@ def camera_state(cam):
 
 class CroppedField:
     """A field seen through a crop box ``[lo, hi]`` (world): zero density (SDF: far outside) beyond it.
-    Keeps the optional ``geometry``/``color`` fast path of the wrapped field."""
+    Keeps the optional ``geometry``/``color`` fast path and ``view_dependent_density`` of the wrapped field."""
 
     def __init__(self, field, lo, hi):
         self.field, self.kind, self.aabb = field, getattr(field, "kind", "density"), field.aabb
@@ -115,6 +115,7 @@ class CroppedField:
         if hasattr(field, "geometry") and hasattr(field, "color"):
             self.geometry, self.color = self._geometry, field.color
         self.background = getattr(field, "background", lambda d: None)  # what lies beyond is not cropped
+        self.view_dependent_density = getattr(field, "view_dependent_density", False)
 
     def _cut(self, x, s):
         inside = ((x >= self.lo.to(x.device)) & (x <= self.hi.to(x.device))).all(-1)

@@ -244,6 +244,10 @@ class ViewerApp:
         self.rays_per_s = 64 * 64 / (time.perf_counter() - t0)
 
     def start_cache(self) -> None:
+        from nfkit.renderers.view_density import view_dependent
+
+        if view_dependent(self.field):  # the cache holds direction-free densities: exact marching only
+            return
         # Not a daemon: the interpreter must not exit while torch is inside the build (C++ abort).
         self.cache_thread = threading.Thread(target=self.build_cache, name="nfkit-view-cache")
         self.cache_thread.start()

@@ -20,12 +20,15 @@ plus the normalisation. The grids (parameters ``gamma``, ``beta``) train at ``gr
 
 ``norm``: ``"layer"`` normalises each point over its channels (the image port's per-point norm); the Mip-NeRF port's
 per-ray GroupNorm needs ray membership, which the per-point Field protocol does not carry, so radiance uses
-the per-point norm too. With view modulation of the trunk the density depends on d: ``density(x)`` (no direction;
-used for the occupancy grid, pruning and inference marching) uses the grid-mean gamma/beta, and the
-``geometry()/color()`` fast path is not offered. With LayerNorm that approximation costs nothing measurable (demo,
-400 steps: 20.92 dB rendered with density(x) against 20.94 dB with the view-dependent densities); without the norm
-the grids move more and it costs ~2.7 dB. ``mod_layers="color"`` instead modulates the hidden layers of the colour
-MLP by the view (density view-independent, fast path kept).
+the per-point norm too. With view modulation of the trunk the density depends on d (``view_dependent_density``):
+the renderers composite ``field(x, d).density`` and the trainer's occupancy grid takes the density seen from the
+training cameras (:mod:`nfkit.renderers.view_density`); ``density(x)`` (no direction) uses the grid-mean
+gamma/beta and is left to direction-free uses (mesh export, the sparsity prior, the viewer's density cache, which
+is not built for such fields), and the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is
+close early on (demo, 400 steps: 20.92 against 20.94 dB) but drifts as the grids train: a 256-wide trunk after
+600 s on lego/100 renders at 25.9 dB with it against 28.9 dB with the views' own densities.
+``mod_layers="color"`` instead modulates the hidden layers of the colour MLP by the view (density
+view-independent, fast path kept).
 
 Defaults per signal (parameters = the mlp defaults + the grids):
 
@@ -129,6 +132,11 @@ class CAMField(MLPField):
             self.gamma = nn.Parameter(torch.full((3, n, res[0], res[0]), 1.0 / 3.0))
             self.beta = nn.Parameter(torch.zeros(3, n, res[0], res[0]))
         return CAMCore(self.make_encoding(dim), c.hidden, c.n_layers, "none" if self._view_color() else c.norm)
+
+    @property
+    def view_dependent_density(self) -> bool:
+        """The trunk is modulated by the view: the density depends on d (see :mod:`nfkit.renderers.view_density`)."""
+        return self.config.mod_coord == "view" and not self._view_color()
 
     def has_fast_path(self) -> bool:
         return super().has_fast_path() and (self.config.mod_coord != "view" or self._view_color())

@@ -25,6 +25,7 @@ from nfkit.errors import NfkitError
 from nfkit.evaluation import evaluate
 from nfkit.fields.background import EnvironmentMap, attach_background, ray_background
 from nfkit.renderers import OccupancyGrid, RenderOptions, default_step_size, pixel_rays, render_rays
+from nfkit.renderers.view_density import camera_density_fn
 
 
 @dataclass
@@ -133,6 +134,8 @@ class Trainer:
         self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()
+        # the occupancy grid's density: seen from the training cameras when the field's depends on the view
+        self.grid_density = camera_density_fn(self.field, self.cams.c2w[:, :3, 3].to(self.device))
         self.step, self.elapsed, self.n_rays = 0, 0.0, 1024
         self.history: list[dict] = []
 
@@ -181,7 +184,7 @@ class Trainer:
             rays_o, rays_d, px = rays_o.to(self.device), rays_d.to(self.device), px.to(self.device)
         bg = torch.rand(self.n_rays, 3, device=self.device) if self.has_alpha else ray_background(self.field, rays_d)
         target = composite(px, bg) if self.has_alpha else px
-        self.grid.update(self.step, self.field.density, self.opts.step_size)
+        self.grid.update(self.step, self.grid_density, self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)
         loss = mse = torch.mean((out["rgb"] - target) ** 2)
         if self.sparsity > 0:
@@ -266,9 +269,9 @@ class Trainer:
         g, n = self.grid, self.grid.resolution ** 3
         vals = []
         for c in torch.arange(n, device=g.density.device).split(chunk):
-            v = self.field.density(g.cell_points(c, jitter=False))
+            v = self.grid_density(g.cell_points(c, jitter=False))
             for _ in range(samples_per_cell):
-                v = torch.maximum(v, self.field.density(g.cell_points(c)))
+                v = torch.maximum(v, self.grid_density(g.cell_points(c)))
             vals.append(v * self.opts.step_size)
         vals = torch.cat(vals).float()
         g.density.copy_(vals)

@@ -12,6 +12,7 @@ from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
 from nfkit.renderers.occupancy import OccupancyGrid
 from nfkit.renderers.sampling import march, march_segment
+from nfkit.renderers.view_density import density_along, view_dependent
 
 
 @dataclass
@@ -41,7 +42,8 @@ def render_rays(field, grid: OccupancyGrid, rays_o, rays_d, opts: RenderOptions,
                 stratified: bool = False, prune: bool = True):
     """Render R rays. rays_o, rays_d: [R, 3] world (unit directions); background: [3] or [R, 3].
 
-    With ``prune``, a no-grad density pass first removes samples behind opaque surfaces (transmittance
+    With ``prune``, a no-grad density pass (:func:`~nfkit.renderers.view_density.density_along`: the ray's own
+    direction for a view-dependent field) first removes samples behind opaque surfaces (transmittance
     < ``early_stop_eps``) or with alpha below ``alpha_thre``; only the rest get the full (differentiable)
     field evaluation. Returns dict ``rgb`` [R,3], ``opacity`` [R], ``depth`` [R], ``n_samples`` (int).
     """
@@ -50,7 +52,7 @@ def render_rays(field, grid: OccupancyGrid, rays_o, rays_d, opts: RenderOptions,
     if prune and ray_idx.numel():
         with torch.no_grad():
             x = rays_o[ray_idx] + rays_d[ray_idx] * ((t0 + t1) * 0.5)[:, None]
-            sig = field.density(x)
+            sig = density_along(field, x, rays_d[ray_idx])
             _, trans, alphas = weights_from_density(sig, t0, t1, ray_idx, n_rays)
             keep = (trans > opts.early_stop_eps) & (alphas > opts.alpha_thre)
         ray_idx, t0, t1 = ray_idx[keep], t0[keep], t1[keep]
@@ -66,7 +68,8 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     """No-grad rendering that marches in rounds and stops each ray once it is opaque.
 
     Each round walks every live ray to its next ``k`` occupied samples (``k`` doubles per round), evaluates
-    density there, and runs the colour branch only on samples whose weight exceeds ``opts.weight_eps``. A ray dies when
+    density there, and runs the colour branch only on samples whose weight exceeds ``opts.weight_eps`` (a field whose
+    density depends on the view is evaluated whole, density and colour along the ray at once). A ray dies when
     its transmittance falls below ``opts.early_stop_eps`` or it leaves the AABB. Same outputs as
     :func:`render_rays` (up to the skipped negligible samples). With ``cache`` (a :class:`DensityCache`) the
     marching reads densities from the cache and the field runs only where the weight matters (viewer mode).
@@ -83,14 +86,20 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     k, n_samples = first_round, 0
     half = torch.full((n,), 0.5, device=dev)
     fast = hasattr(field, "geometry") and hasattr(field, "color")
+    view = view_dependent(field)  # density depends on d: one full evaluation gives density and colour
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16 and rays_o.device.type == "cpu")
     while alive.numel():
         o, d = rays_o[alive], rays_d[alive]
         ri, tm, t_next = march_segment(o, d, t_cur[alive], t_far[alive], half[: alive.numel()], opts.step_size, grid, k)
         if ri.numel():
             x = o[ri] + d[ri] * tm[:, None]
+            full = None
             with amp:
-                sigma, feats = field.geometry(x) if fast else (field.density(x), None)
+                if view:
+                    full = field(x, d[ri])
+                    sigma, feats = full.density, None
+                else:
+                    sigma, feats = field.geometry(x) if fast else (field.density(x), None)
             tau = sigma.float() * opts.step_size
             w = trans[alive][ri] * torch.exp(-packed_exclusive_sum(tau, ri, alive.numel())) * (1 - torch.exp(-tau))
             sel = torch.nonzero(w > opts.weight_eps).flatten()
@@ -99,6 +108,8 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
                 with amp:
                     if feats is not None:
                         col = field.color(feats[sel], d[ri[sel]])
+                    elif full is not None:
+                        col = full.rgb[sel]
                     else:
                         col = field(x[sel], d[ri[sel]]).rgb
                 rgb.index_add_(0, alive[ri[sel]], w[sel, None] * col.float())

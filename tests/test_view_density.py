@@ -1,0 +1,91 @@
+"""Fields whose density depends on the view (CAM with the trunk modulated by the view direction): the renderers
+composite the density each ray sees, not the direction-free ``density(x)`` stand-in, and the occupancy grid takes
+the density seen from the training cameras."""
+import torch
+
+from nfkit import fields
+from nfkit.renderers import OccupancyGrid, RenderOptions, default_step_size
+from nfkit.renderers.render import render_rays, render_rays_inference
+from nfkit.renderers.view_density import camera_density_fn, density_along, view_dependent
+
+AABB = torch.tensor([[-1.0] * 3, [1.0] * 3])
+TINY = {"signal": "radiance", "hidden": 16, "n_layers": 2, "n_freqs": 3}
+
+
+def view_cam(seed=0):
+    """A tiny CAM radiance field whose modulation grids differ strongly between view directions."""
+    torch.manual_seed(seed)
+    f = fields.build_field("cam", dict(TINY), AABB)
+    with torch.no_grad():
+        f.gamma.copy_(1.0 + 2.0 * torch.randn_like(f.gamma))
+        f.beta.copy_(1.5 * torch.randn_like(f.beta) + 1.0)
+    return f.eval()
+
+
+def rays_towards_centre(n=96, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    o = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 2.5
+    d = torch.nn.functional.normalize(torch.rand(n, 3, generator=g) * 0.6 - 0.3 - o, dim=-1)
+    return o, d
+
+
+def test_which_fields_are_view_dependent():
+    assert view_dependent(view_cam())
+    assert not view_dependent(fields.build_field("cam", {**TINY, "mod_layers": "color"}, AABB))
+    assert not view_dependent(fields.build_field("mlp", dict(TINY), AABB))
+
+
+def test_density_along_is_the_views_density():
+    f = view_cam()
+    x = torch.rand(64, 3) * 1.6 - 0.8
+    d = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    with torch.no_grad():
+        along, free, full = density_along(f, x, d), f.density(x), f(x, d).density
+    torch.testing.assert_close(along, full)
+    assert (along - free).abs().max() > 1e-2  # the stand-in really differs for this field
+    m = fields.build_field("mlp", dict(TINY), AABB).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(density_along(m, x, d), m.density(x))
+
+
+def test_inference_renderer_matches_the_training_renderer_for_view_dependent_density():
+    """Compositing with density(x) instead would differ (checked), so this comparison can fail."""
+    f = view_cam()
+    grid = OccupancyGrid(AABB, 16)  # every cell occupied
+    opts = RenderOptions(step_size=default_step_size(AABB, 64))
+    o, d = rays_towards_centre()
+    bg = torch.ones(3)
+    with torch.no_grad():
+        exact = render_rays(f, grid, o, d, opts, bg, prune=False)
+        inf = render_rays_inference(f, grid, o, d, opts, bg)
+        free = render_rays_inference(_Freeze(f), grid, o, d, opts, bg)
+    torch.testing.assert_close(inf["opacity"], exact["opacity"], atol=2e-3, rtol=0)
+    torch.testing.assert_close(inf["rgb"], exact["rgb"], atol=2e-3, rtol=0)
+    assert (free["opacity"] - exact["opacity"]).abs().max() > 0.05
+
+
+class _Freeze(torch.nn.Module):
+    """The same field seen as view-independent (the renderers' old behaviour: density(x) for compositing)."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def density(self, x):
+        return self.f.density(x)
+
+    def forward(self, x, d):
+        return self.f(x, d)
+
+
+def test_occupancy_density_is_seen_from_the_cameras():
+    f = view_cam()
+    centres = torch.tensor([[0.0, 0.0, 3.0]])  # one camera: every point is seen from it
+    fn = camera_density_fn(f, centres)
+    x = torch.rand(32, 3) * 1.6 - 0.8
+    with torch.no_grad():
+        want = f(x, torch.nn.functional.normalize(x - centres, dim=-1)).density
+        torch.testing.assert_close(fn(x), want)
+    m = fields.build_field("mlp", dict(TINY), AABB)
+    assert camera_density_fn(m, centres) == m.density  # view-independent fields keep density(x)
+    assert camera_density_fn(f, None) == f.density

@@ -138,6 +138,10 @@ class CAMField(MLPField):
         """The trunk is modulated by the view: the density depends on d (see :mod:`nfkit.renderers.view_density`)."""
         return self.config.mod_coord == "view" and not self._view_color()
 
+    def density_seen(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Radiance: sigma [N] at x [N, 3] seen along unit d [N, 3], without the colour head."""
+        return self._geometry(x, d)[0]
+
     def has_fast_path(self) -> bool:
         return super().has_fast_path() and (self.config.mod_coord != "view" or self._view_color())
 

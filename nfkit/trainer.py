@@ -134,8 +134,7 @@ class Trainer:
         self.optimizer = make_adam([g for g in groups if g["params"]], cfg.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._prepare_pixels()
-        # the occupancy grid's density: seen from the training cameras when the field's depends on the view
-        self.grid_density = camera_density_fn(self.field, self.cams.c2w[:, :3, 3].to(self.device))
+        self.cam_centres = self.cams.c2w[:, :3, 3].to(self.device)
         self.step, self.elapsed, self.n_rays = 0, 0.0, 1024
         self.history: list[dict] = []
 
@@ -184,7 +183,7 @@ class Trainer:
             rays_o, rays_d, px = rays_o.to(self.device), rays_d.to(self.device), px.to(self.device)
         bg = torch.rand(self.n_rays, 3, device=self.device) if self.has_alpha else ray_background(self.field, rays_d)
         target = composite(px, bg) if self.has_alpha else px
-        self.grid.update(self.step, self.grid_density, self.opts.step_size)
+        self.grid.update(self.step, self.grid_density(), self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)
         loss = mse = torch.mean((out["rgb"] - target) ** 2)
         if self.sparsity > 0:
@@ -261,17 +260,23 @@ class Trainer:
             self.refresh_grid()
         self.checkpoint()
 
+    def grid_density(self):
+        """The occupancy grid's density function: ``field.density``, or for a field whose density depends on the
+        view the density seen from a random training camera (:func:`~nfkit.renderers.view_density.camera_density_fn`)."""
+        return camera_density_fn(self.field, self.cam_centres)
+
     @torch.no_grad()
     def refresh_grid(self, samples_per_cell: int = 4, chunk: int = 1 << 16) -> None:
         """Re-evaluates every occupancy cell from the final field (the max of ``sigma * step`` at the centre and
         ``samples_per_cell`` jittered points), replacing the running maximum, which still remembers early
         training's density in regions the sparsity prior has emptied since."""
         g, n = self.grid, self.grid.resolution ** 3
+        density = self.grid_density()
         vals = []
         for c in torch.arange(n, device=g.density.device).split(chunk):
-            v = self.grid_density(g.cell_points(c, jitter=False))
+            v = density(g.cell_points(c, jitter=False))
             for _ in range(samples_per_cell):
-                v = torch.maximum(v, self.grid_density(g.cell_points(c)))
+                v = torch.maximum(v, density(g.cell_points(c)))
             vals.append(v * self.opts.step_size)
         vals = torch.cat(vals).float()
         g.density.copy_(vals)

@@ -18,9 +18,13 @@ def view_dependent(field) -> bool:
 
 
 def density_along(field, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """sigma [N] at x [N, 3] seen along unit directions d [N, 3] (world, the rays' direction of travel):
-    ``field(x, d).density`` for a view-dependent field, else ``field.density(x)``."""
-    return field(x, d).density if view_dependent(field) else field.density(x)
+    """sigma [N] at x [N, 3] seen along unit directions d [N, 3] (world, the rays' direction of travel): for a
+    view-dependent field its ``density_seen(x, d)`` (no colour head) when it has one, else ``field(x, d).density``;
+    otherwise ``field.density(x)``."""
+    if not view_dependent(field):
+        return field.density(x)
+    seen = getattr(field, "density_seen", None)
+    return seen(x, d) if seen is not None else field(x, d).density
 
 
 def camera_density_fn(field, centres: torch.Tensor | None, generator: torch.Generator | None = None):
@@ -34,6 +38,6 @@ def camera_density_fn(field, centres: torch.Tensor | None, generator: torch.Gene
     def fn(x: torch.Tensor) -> torch.Tensor:
         pick = torch.randint(0, centres.shape[0], (x.shape[0],), device=centres.device, generator=generator)
         d = torch.nn.functional.normalize(x - centres[pick].to(x.device), dim=-1)
-        return field(x, d).density
+        return density_along(field, x, d)
 
     return fn

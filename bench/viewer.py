@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     field, grid, opts, _ = load_renderable(field_path)
     app = ViewerApp(field, grid, opts, port=free_port(), verbose=False)
     t0 = time.perf_counter()
-    app.cache_thread.join()
+    if app.cache_thread is not None:  # None: no density cache for this field (its density depends on the view)
+        app.cache_thread.join()
     cache_s = time.perf_counter() - t0
     settings = {"mode": "rgb", "bg": (1.0, 1.0, 1.0), "crop": None}
     cache = app.cache

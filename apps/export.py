@@ -2,7 +2,8 @@
 and/or a coloured point cloud, in the input (un-normalised) coordinates. See :mod:`nfkit.export`.
 
 Mesh: marching cubes at ``--resolution`` over the field's AABB; density fields at the density where one render
-step has opacity ``--opacity`` (0.5), SDF fields at 0; vertex colours from the field; largest component only
+step has opacity ``--opacity`` (0.5), SDF fields at 0 (a field whose density depends on the view: the mean
+density seen from 8 of the cameras below); vertex colours from the field; largest component only
 unless ``--all-components``. Points: pixels of rendered opacity > 0.5 from ``--views`` views (the training cameras
 of ``--data`` when given, else virtual cameras in the training cameras' range stored in the field file, else
 around the bounds), statistical outlier removal.
@@ -45,22 +46,27 @@ def run(ns: argparse.Namespace) -> dict:
     field, grid, opts, meta = load_renderable(ns.field)
     norm = meta.get("normalization")
     out = {}
-    if ns.mesh is not None:
-        m = export.extract_mesh(field, ns.resolution, ns.opacity, opts.step_size)
-        out["mesh"] = export.write_mesh(m, ns.mesh, norm, keep_largest=not ns.all_components)
-        print(f"mesh: {out['mesh']['vertices']:,} vertices, {out['mesh']['faces']:,} faces -> {ns.mesh}")
-    if ns.points is not None:
+
+    def cameras():  # the training cameras of --data, else virtual ones in the stored range
         if ns.data is not None:
             from nfkit.datasets import load_dataset
 
             cams = load_dataset(ns.data, "train").cameras
             if len(cams) > ns.views:
                 cams = cams[torch.linspace(0, len(cams) - 1, ns.views).round().long()]
-            out["views_from"] = "data"
-        else:
-            prior, source = field_prior(field.aabb, meta, str(ns.field))
-            cams = virtual_cameras(prior, ns.views, ns.view_size, torch.Generator().manual_seed(0))
-            out["views_from"] = source
+            return cams, "data"
+        prior, source = field_prior(field.aabb, meta, str(ns.field))
+        return virtual_cameras(prior, ns.views, ns.view_size, torch.Generator().manual_seed(0)), source
+
+    if ns.mesh is not None:
+        from nfkit.renderers.view_density import view_dependent
+
+        centres = cameras()[0].c2w[:, :3, 3] if view_dependent(field) else None
+        m = export.extract_mesh(field, ns.resolution, ns.opacity, opts.step_size, centres=centres)
+        out["mesh"] = export.write_mesh(m, ns.mesh, norm, keep_largest=not ns.all_components)
+        print(f"mesh: {out['mesh']['vertices']:,} vertices, {out['mesh']['faces']:,} faces -> {ns.mesh}")
+    if ns.points is not None:
+        cams, out["views_from"] = cameras()
         pts = export.extract_points(field, grid, opts, cams, ns.max_points)
         out["points"] = export.write_points(pts, ns.points, norm, filter_outliers=not ns.no_outlier_filter)
         print(f"points: {out['points']['points']:,} from {len(cams)} views ({out['views_from']}) -> {ns.points}")

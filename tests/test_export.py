@@ -170,3 +170,29 @@ def test_points_views_follow_the_stored_camera_range(tmp_path, sphere_family, ca
         assert ("(field file)" if info else "(sphere)") in capsys.readouterr().out
         lows[name] = float(np.asarray(trimesh.load(tmp_path / f"{name}.ply").vertices)[:, 2].min())
     assert lows["ring"] > -0.7 * R and lows["bare"] < -0.85 * R, lows
+
+
+class ViewSphere(Sphere):
+    """The density sphere seen along any view, but with an empty direction-free ``density(x)`` stand-in (the
+    extreme of a view-dependent field such as CAM's)."""
+
+    view_dependent_density = True
+
+    def density(self, x):
+        return torch.zeros(x.shape[0])
+
+    def density_seen(self, x, d):
+        return Sphere.density(self, x)
+
+    def forward(self, x, d):
+        return FieldOutput(self.density_seen(x, d), torch.tensor([1.0, 0.0, 0.0]).expand(x.shape[0], 3))
+
+
+def test_view_dependent_density_is_meshed_from_the_views():
+    f = ViewSphere(Sphere.Config(as_sdf=False), AABB)
+    res, step = 48, 2 * 3**0.5 / 256
+    with pytest.raises(Exception, match="no surface"):  # the stand-in alone has nothing to mesh
+        export.extract_mesh(f, res, opacity=0.5, step=step)
+    centres = torch.tensor([[0.0, 0.0, 3.0], [3.0, 0.0, 0.0], [0.0, -3.0, 1.0]])
+    m = export.extract_mesh(f, res, opacity=0.5, step=step, centres=centres)
+    assert np.abs(radii(m["vertices"]) - R).max() < 2.0 / (res - 1)

@@ -23,8 +23,8 @@ per-ray GroupNorm needs ray membership, which the per-point Field protocol does 
 the per-point norm too. With view modulation of the trunk the density depends on d (``view_dependent_density``):
 the renderers composite ``field(x, d).density`` and the trainer's occupancy grid takes the density seen from the
 training cameras (:mod:`nfkit.renderers.view_density`); ``density(x)`` (no direction) uses the grid-mean
-gamma/beta and is left to direction-free uses (mesh export, the sparsity prior, the viewer's density cache, which
-is not built for such fields), and the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is
+gamma/beta and is left to direction-free uses (the sparsity prior; the viewer builds no density cache for such
+fields and mesh export contours the mean density seen from a few cameras), and the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is
 close early on (demo, 400 steps: 20.92 against 20.94 dB) but drifts as the grids train: a 256-wide trunk after
 600 s on lego/100 renders at 25.9 dB with it against 28.9 dB with the views' own densities.
 ``mod_layers="color"`` instead modulates the hidden layers of the colour MLP by the view (density

@@ -5,7 +5,7 @@ Most families' density is a function of x alone (``field.density(x)``). A field 
 with the density ``field(x, d).density`` of the ray it is seen along; its ``density(x)`` is only a
 direction-free stand-in (the grid-mean modulation), which drifts from what any view sees as training goes on
 (a wide CAM trunk after a 600 s fit on lego/100: test PSNR 25.9 dB rendered with ``density(x)``, 28.9 dB with
-the views' own densities). Compositing and the occupancy grid therefore ask these helpers instead.
+the views' own densities). Compositing, the occupancy grid and mesh export therefore ask these helpers instead.
 """
 from __future__ import annotations
 

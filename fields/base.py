@@ -15,8 +15,9 @@ features [N, K]) and ``field.color(features, d)`` -> rgb [N, 3], so colour is co
 without re-evaluating the geometry.
 
 Optional ``field.view_dependent_density`` (bool, False when absent): the density depends on the view direction
-(CAM with its trunk modulated by the view). ``density(x)`` is then a direction-free stand-in; the renderers and the
-trainer's occupancy grid use ``field(x, d).density`` instead (:mod:`nfkit.renderers.view_density`).
+(CAM with its trunk modulated by the view). ``density(x)`` is then a direction-free stand-in; the renderers, the
+trainer's occupancy grid and mesh export use the density seen along the view instead (``field(x, d).density``, or
+the optional ``field.density_seen(x, d)`` without the colour head; :mod:`nfkit.renderers.view_density`).
 
 Optional background (unbounded captures): ``field.background(d)``: d [N, 3] unit ray directions -> rgb [N, 3],
 the colour a ray sees when it leaves the AABB unabsorbed (renderers composite it with the remaining

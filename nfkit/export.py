@@ -6,8 +6,8 @@
   counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
   (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF and occupancy fields:
   level 0 (negative / positive inside). A field whose density depends on the view is contoured at the mean of the
-  densities seen from a few camera centres (:func:`lattice_density`). Vertex colours: ``field(x, d)`` viewed along the inward normal
-  (``d = -n``), for radiance fields.
+  densities seen from a few camera centres (:func:`lattice_density`). Vertex colours: ``field(x, d)`` viewed along
+  the inward normal (``d = -n``), for radiance fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
   filter (open3d when installed, else k-nearest-neighbour mean distances with scipy: drop points beyond mean + 2 std).

@@ -201,10 +201,13 @@ class ViewerApp:
 
     field, grid, opts: what :func:`nfkit.renderers.load_renderable` returns (or the trainer's live objects).
     train_cameras: optional (c2w [N, 4, 4] OpenGL, fov_y degrees [N], aspect, thumbnails uint8 [N, h, w, 3] or None).
+    view_centres: camera centres [C, 3] (world) for a field whose density depends on the view: its density cache
+    holds the mean density seen from them (default: the centres of ``train_cameras``; neither: no cache).
     """
 
     def __init__(self, field, grid, opts, host: str = "127.0.0.1", port: int = 8080, max_res: int = 512,
-                 target_fps: float = 10.0, out_dir=".", train_cameras=None, trainer=None, verbose: bool = True):
+                 target_fps: float = 10.0, out_dir=".", train_cameras=None, trainer=None, verbose: bool = True,
+                 view_centres=None):
         import viser
 
         from nfkit.apps import viewer_gui
@@ -214,6 +217,11 @@ class ViewerApp:
         if warning:
             log.warning(warning)
         self.field, self.grid, self.trainer, self.cache, self.cache_thread = field, grid, trainer, None, None
+        if view_centres is None and train_cameras is not None:
+            import torch
+
+            view_centres = torch.as_tensor(np.asarray(train_cameras[0])[:, :3, 3], dtype=torch.float32)
+        self.view_centres = view_centres
         self.center = field.aabb.mean(0).cpu().double().numpy()  # [3] world
         self.radius = float((field.aabb[1] - field.aabb[0]).norm()) * 0.75  # a comfortable viewing distance
         self.opts = dataclasses.replace(opts, bf16=True)  # exact marching (a fit changes the field every step)
@@ -246,7 +254,7 @@ class ViewerApp:
     def start_cache(self) -> None:
         from nfkit.renderers.view_density import view_dependent
 
-        if view_dependent(self.field):  # the cache holds direction-free densities: exact marching only
+        if view_dependent(self.field) and self.view_centres is None:  # no views to average over: exact marching
             return
         # Not a daemon: the interpreter must not exit while torch is inside the build (C++ abort).
         self.cache_thread = threading.Thread(target=self.build_cache, name="nfkit-view-cache")
@@ -256,7 +264,10 @@ class ViewerApp:
         """Bake the density cache (seconds; frames are exact meanwhile), then switch every client to it."""
         from nfkit.renderers import DensityCache
 
-        self.cache = DensityCache.build(self.field, self.grid)
+        from nfkit.renderers.view_density import mean_view_density
+
+        density = mean_view_density(self.field, self.view_centres)  # field.density unless view-dependent
+        self.cache = DensityCache.build(self.field, self.grid, density_fn=density)
         self.changed()
 
     def render(self, c2w, size, fov: float, s: dict, stop=None):
@@ -374,6 +385,20 @@ def check_viewer_args(host: str, port: int, max_res: int, fps: float) -> None:
         raise NfkitError("the viewer needs viser: pip install 'nfkit[viewer]' (or pip install viser)") from None
 
 
+def stored_view_centres(field, meta: dict, path, n: int = 16):
+    """Centres [n, 3] of virtual cameras in the camera range stored in the field file (see
+    :func:`~nfkit.renderers.camera_range.field_prior`) when the field's density depends on the view, else None."""
+    import torch
+
+    from nfkit.renderers.camera_range import field_prior, virtual_cameras
+    from nfkit.renderers.view_density import view_dependent
+
+    if not view_dependent(field):
+        return None
+    prior, _ = field_prior(field.aabb.cpu(), meta, str(path))
+    return virtual_cameras(prior, n, 64, torch.Generator().manual_seed(0)).c2w[:, :3, 3]
+
+
 def run(ns: argparse.Namespace) -> None:
     from nfkit.apps import viewer_gui
     from nfkit.renderers import load_renderable
@@ -382,7 +407,8 @@ def run(ns: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     field, grid, opts, meta = load_renderable(ns.field)
-    app = ViewerApp(field, grid, opts, ns.host, ns.port, ns.max_res, ns.target_fps, out_dir=Path(ns.field).parent)
+    app = ViewerApp(field, grid, opts, ns.host, ns.port, ns.max_res, ns.target_fps, out_dir=Path(ns.field).parent,
+                    view_centres=stored_view_centres(field, meta, ns.field))
     # frusta of the training cameras once the dataset is read (not a daemon: it may be inside torch at exit)
     threading.Thread(target=lambda: app.gui.show_cameras(viewer_gui.load_train_cameras(meta))).start()
     serve_forever(app)

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     import logging
 
-    from nfkit.apps.viewer import ViewerApp
+    from nfkit.apps.viewer import ViewerApp, stored_view_centres
     from nfkit.renderers import load_renderable
     from nfkit.viewer_policy import moving_resolution
 
@@ -98,8 +98,9 @@ def main(argv=None) -> int:
     if field_path is None:
         tmp = tempfile.TemporaryDirectory(prefix="nfkit-bench-viewer-")
         field_path = make_demo_field(Path(tmp.name), args.fit_steps)
-    field, grid, opts, _ = load_renderable(field_path)
-    app = ViewerApp(field, grid, opts, port=free_port(), verbose=False)
+    field, grid, opts, meta = load_renderable(field_path)
+    app = ViewerApp(field, grid, opts, port=free_port(), verbose=False,
+                    view_centres=stored_view_centres(field, meta, field_path))
     t0 = time.perf_counter()
     if app.cache_thread is not None:  # None: no density cache for this field (its density depends on the view)
         app.cache_thread.join()

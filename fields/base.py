@@ -16,7 +16,7 @@ without re-evaluating the geometry.
 
 Optional ``field.view_dependent_density`` (bool, False when absent): the density depends on the view direction
 (CAM with its trunk modulated by the view). ``density(x)`` is then a direction-free stand-in; the renderers, the
-trainer's occupancy grid and mesh export use the density seen along the view instead (``field(x, d).density``, or
+trainer's occupancy grid, mesh export and the viewer's density cache use the density seen along views instead (``field(x, d).density``, or
 the optional ``field.density_seen(x, d)`` without the colour head; :mod:`nfkit.renderers.view_density`).
 
 Optional background (unbounded captures): ``field.background(d)``: d [N, 3] unit ray directions -> rgb [N, 3],

@@ -23,11 +23,11 @@ per-ray GroupNorm needs ray membership, which the per-point Field protocol does 
 the per-point norm too. With view modulation of the trunk the density depends on d (``view_dependent_density``):
 the renderers composite ``field(x, d).density`` and the trainer's occupancy grid takes the density seen from the
 training cameras (:mod:`nfkit.renderers.view_density`). ``density(x)`` (no direction) uses the grid-mean
-gamma/beta and is left to direction-free uses (the sparsity prior); the viewer builds no density cache for such a
-field, mesh export contours the mean density seen from a few cameras, and the ``geometry()/color()`` fast path is
-not offered. The grid-mean stand-in is close early on (demo, 400 steps: 20.92 against 20.94 dB) but drifts as the
-grids train: on 10 lego/100 test views ``nfkit fit``'s default cam after 180 s renders at 22.9 dB with it against
-26.8 dB with the views' own densities (a 256-wide trunk after 600 s: 25.9 against 28.9 dB on 5 views).
+gamma/beta and is left to the sparsity prior; mesh export and the viewer's density cache take the mean density
+seen from a few cameras, and the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is close
+early on (demo, 400 steps: 20.92 against 20.94 dB) but drifts as the grids train: on 10 lego/100 test views
+``nfkit fit``'s default cam after 180 s renders at 22.9 dB with it, 26.7 dB with the mean over 8 training cameras
+and 26.8 dB with the views' own densities (a 256-wide trunk after 600 s: 25.9 against 28.9 dB on 5 views).
 ``mod_layers="color"`` instead modulates the hidden layers of the colour MLP by the view (density
 view-independent, fast path kept).
 

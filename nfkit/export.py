@@ -6,7 +6,7 @@
   counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
   (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF and occupancy fields:
   level 0 (negative / positive inside). A field whose density depends on the view is contoured at the mean of the
-  densities seen from a few camera centres (:func:`lattice_density`). Vertex colours: ``field(x, d)`` viewed along
+  densities seen from a few camera centres (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex colours: ``field(x, d)`` viewed along
   the inward normal (``d = -n``), for radiance fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
@@ -59,24 +59,6 @@ def field_lattice(fn, aabb: torch.Tensor, resolution: int, chunk: int = 1 << 16)
     return vals.reshape(r, r, r).numpy()
 
 
-def lattice_density(field, centres: torch.Tensor | None = None, n_views: int = 8):
-    """x [N, 3] -> the scalar that :func:`extract_mesh` contours: ``field.density(x)``, or for a field whose density
-    depends on the view (:mod:`nfkit.renderers.view_density`) and given camera centres [C, 3] (world), the mean of
-    the densities seen from ``n_views`` of them, spread evenly over the list (its direction-free ``density(x)``
-    stand-in can be far from what any view sees)."""
-    from nfkit.renderers.view_density import density_along, view_dependent
-
-    if not view_dependent(field) or centres is None or len(centres) == 0:
-        return field.density
-    pick = torch.linspace(0, len(centres) - 1, min(n_views, len(centres))).round().long()
-    cs = centres[pick].to(field.aabb.device)
-
-    def fn(x):
-        return sum(density_along(field, x, torch.nn.functional.normalize(x - c, dim=-1)) for c in cs) / len(cs)
-
-    return fn
-
-
 def density_level(opacity: float, step: float) -> float:
     """Density whose opacity over one marching step ``step`` is ``opacity``."""
     if not 0 < opacity < 1:
@@ -89,13 +71,15 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
                  color: bool = True, centres: torch.Tensor | None = None) -> dict:
     """Marching cubes on ``field`` (see the module docstring). Returns ``vertices`` [V, 3], ``faces`` [F, 3],
     ``normals`` [V, 3] (outward, unit), ``colors`` [V, 3] uint8 or None, ``level``, in normalised coordinates.
-    ``centres``: camera centres [C, 3] for a field whose density depends on the view (:func:`lattice_density`)."""
+    ``centres``: camera centres [C, 3] for a field whose density depends on the view (``mean_view_density``)."""
     from skimage import measure
 
     if resolution < 8:
         raise NfkitError(f"--resolution must be at least 8, got {resolution}")
     aabb = field.aabb
-    vol = field_lattice(lattice_density(field, centres), aabb, resolution)
+    from nfkit.renderers.view_density import mean_view_density
+
+    vol = field_lattice(mean_view_density(field, centres), aabb, resolution)
     if field.kind == "density":
         from nfkit.renderers import default_step_size
 

@@ -25,7 +25,10 @@ class DensityCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, field, grid, res: int = 192, chunk: int = 1 << 17) -> "DensityCache":
+    def build(cls, field, grid, res: int = 192, chunk: int = 1 << 17, density_fn=None) -> "DensityCache":
+        """Bake ``density_fn`` (x [N, 3] -> sigma [N]; default ``field.density``) on a ``res``^3 lattice over the
+        field's AABB, at the vertices next to occupied cells of ``grid`` (zero elsewhere)."""
+        density_fn = density_fn or field.density
         aabb = field.aabb.float()
         lin = torch.linspace(0, 1, res)
         zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
@@ -40,7 +43,7 @@ class DensityCache:
         vals = torch.zeros(pts.shape[0])
         idx = torch.nonzero(near).flatten()
         for c in idx.split(chunk):
-            vals[c] = field.density(pts[c]).float()
+            vals[c] = density_fn(pts[c]).float()
         return cls(vals.reshape(1, 1, res, res, res), aabb)
 
     def march(self, rays_o, rays_d, t_near, t_far, grid, step: float, weight_eps: float, early_stop_eps: float,

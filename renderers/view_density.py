@@ -5,7 +5,8 @@ Most families' density is a function of x alone (``field.density(x)``). A field 
 with the density ``field(x, d).density`` of the ray it is seen along; its ``density(x)`` is only a
 direction-free stand-in (the grid-mean modulation), which drifts from what any view sees as training goes on
 (a wide CAM trunk after a 600 s fit on lego/100: test PSNR 25.9 dB rendered with ``density(x)``, 28.9 dB with
-the views' own densities). Compositing, the occupancy grid and mesh export therefore ask these helpers instead.
+the views' own densities). Compositing and the occupancy grid therefore ask these helpers instead; mesh export and
+the viewer's density cache, which need one density per point, take the mean over a few cameras.
 """
 from __future__ import annotations
 
@@ -39,5 +40,22 @@ def camera_density_fn(field, centres: torch.Tensor | None, generator: torch.Gene
         pick = torch.randint(0, centres.shape[0], (x.shape[0],), device=centres.device, generator=generator)
         d = torch.nn.functional.normalize(x - centres[pick].to(x.device), dim=-1)
         return density_along(field, x, d)
+
+    return fn
+
+
+def mean_view_density(field, centres: torch.Tensor | None = None, n_views: int = 8):
+    """x [N, 3] -> sigma [N], one direction-free density for uses that need one (mesh export, the viewer's density
+    cache): ``field.density`` unless the field's density depends on the view; then, given camera centres [C, 3]
+    (world), the mean of the densities seen from ``n_views`` of them spread evenly over the list. On lego/100 the
+    default cam (180 s) renders at 26.66 dB with this mean over 8 training cameras, 26.78 dB with each ray's own
+    density and 22.89 dB with its ``density(x)`` stand-in. ``centres`` None: ``field.density``."""
+    if not view_dependent(field) or centres is None or len(centres) == 0:
+        return field.density
+    pick = torch.linspace(0, len(centres) - 1, min(n_views, len(centres))).round().long()
+    cs = centres[pick].to(field.aabb.device)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return sum(density_along(field, x, torch.nn.functional.normalize(x - c, dim=-1)) for c in cs) / len(cs)
 
     return fn

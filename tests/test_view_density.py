@@ -89,3 +89,31 @@ def test_occupancy_density_is_seen_from_the_cameras():
     m = fields.build_field("mlp", dict(TINY), AABB)
     assert camera_density_fn(m, centres) == m.density  # view-independent fields keep density(x)
     assert camera_density_fn(f, None) == f.density
+
+
+def test_mean_view_density_and_the_cache_built_from_it():
+    from nfkit.renderers import DensityCache
+    from nfkit.renderers.view_density import mean_view_density
+
+    f = view_cam()
+    centres = torch.tensor([[0.0, 0.0, 3.0], [3.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    x = torch.rand(16, 3) * 1.6 - 0.8
+    with torch.no_grad():
+        want = sum(f(x, torch.nn.functional.normalize(x - c, dim=-1)).density for c in centres) / 3
+        torch.testing.assert_close(mean_view_density(f, centres)(x), want)
+        assert mean_view_density(f, None) == f.density
+        grid = OccupancyGrid(AABB, 8)
+        cache = DensityCache.build(f, grid, res=8, density_fn=mean_view_density(f, centres))
+        lin = torch.linspace(0, 1, 8)
+        zz, yy, xx = torch.meshgrid(lin, lin, lin, indexing="ij")
+        pts = AABB[0] + torch.stack([xx, yy, zz], -1).reshape(-1, 3) * (AABB[1] - AABB[0])
+        torch.testing.assert_close(cache.values.reshape(-1), mean_view_density(f, centres)(pts), rtol=1e-4, atol=1e-4)
+
+
+def test_viewer_takes_view_centres_from_the_stored_camera_range():
+    from nfkit.apps.viewer import stored_view_centres
+
+    f = view_cam()
+    c = stored_view_centres(f, {}, "field.safetensors", n=5)
+    assert c.shape == (5, 3) and (c.norm(dim=-1) > 1.0).all()  # outside the unit AABB, looking in
+    assert stored_view_centres(fields.build_field("mlp", dict(TINY), AABB), {}, "f", n=5) is None

@@ -6,8 +6,8 @@
   counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
   (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF and occupancy fields:
   level 0 (negative / positive inside). A field whose density depends on the view is contoured at the mean of the
-  densities seen from a few camera centres (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex colours: ``field(x, d)`` viewed along
-  the inward normal (``d = -n``), for radiance fields.
+  densities seen from a few camera centres (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex
+  colours: ``field(x, d)`` viewed along the inward normal (``d = -n``), for radiance fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
   filter (open3d when installed, else k-nearest-neighbour mean distances with scipy: drop points beyond mean + 2 std).
@@ -74,11 +74,11 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
     ``centres``: camera centres [C, 3] for a field whose density depends on the view (``mean_view_density``)."""
     from skimage import measure
 
+    from nfkit.renderers.view_density import mean_view_density
+
     if resolution < 8:
         raise NfkitError(f"--resolution must be at least 8, got {resolution}")
     aabb = field.aabb
-    from nfkit.renderers.view_density import mean_view_density
-
     vol = field_lattice(mean_view_density(field, centres), aabb, resolution)
     if field.kind == "density":
         from nfkit.renderers import default_step_size

@@ -28,7 +28,7 @@ def density_along(field, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return seen(x, d) if seen is not None else field(x, d).density
 
 
-def camera_density_fn(field, centres: torch.Tensor | None, generator: torch.Generator | None = None):
+def camera_density_fn(field, centres: torch.Tensor | None):
     """``density_fn`` (x [N, 3] -> sigma [N]) for :meth:`OccupancyGrid.update`: ``field.density`` unless the
     field's density depends on the view; then the density at each point as seen from a random one of the camera
     centres [C, 3] (world; the training cameras, whose views the field is fitted to), so a cell is kept when
@@ -37,7 +37,7 @@ def camera_density_fn(field, centres: torch.Tensor | None, generator: torch.Gene
         return field.density
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        pick = torch.randint(0, centres.shape[0], (x.shape[0],), device=centres.device, generator=generator)
+        pick = torch.randint(0, centres.shape[0], (x.shape[0],), device=centres.device)
         d = torch.nn.functional.normalize(x - centres[pick].to(x.device), dim=-1)
         return density_along(field, x, d)
 

@@ -32,6 +32,7 @@ from nfkit.apps import view_render as vr
 from nfkit.apps.view_render import camera_state
 from nfkit.errors import NfkitError
 from nfkit.renderers import preview_options
+from nfkit.renderers.view_density import stored_view_centres
 from nfkit.viewer_policy import moving_resolution, next_action, static_resolution, train_steps_per_render, update_rate
 
 log = logging.getLogger("nfkit.viewer")
@@ -383,20 +384,6 @@ def check_viewer_args(host: str, port: int, max_res: int, fps: float) -> None:
         import viser  # noqa: F401
     except ImportError:
         raise NfkitError("the viewer needs viser: pip install 'nfkit[viewer]' (or pip install viser)") from None
-
-
-def stored_view_centres(field, meta: dict, path, n: int = 16):
-    """Centres [n, 3] of virtual cameras in the camera range stored in the field file (see
-    :func:`~nfkit.renderers.camera_range.field_prior`) when the field's density depends on the view, else None."""
-    import torch
-
-    from nfkit.renderers.camera_range import field_prior, virtual_cameras
-    from nfkit.renderers.view_density import view_dependent
-
-    if not view_dependent(field):
-        return None
-    prior, _ = field_prior(field.aabb.cpu(), meta, str(path))
-    return virtual_cameras(prior, n, 64, torch.Generator().manual_seed(0)).c2w[:, :3, 3]
 
 
 def run(ns: argparse.Namespace) -> None:

@@ -88,8 +88,9 @@ def main(argv=None) -> int:
 
     import logging
 
-    from nfkit.apps.viewer import ViewerApp, stored_view_centres
+    from nfkit.apps.viewer import ViewerApp
     from nfkit.renderers import load_renderable
+    from nfkit.renderers.view_density import stored_view_centres
     from nfkit.viewer_policy import moving_resolution
 
     logging.getLogger("websockets").setLevel(logging.WARNING)

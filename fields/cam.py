@@ -21,10 +21,11 @@ plus the normalisation. The grids (parameters ``gamma``, ``beta``) train at ``gr
 ``norm``: ``"layer"`` normalises each point over its channels (the image port's per-point norm); the Mip-NeRF port's
 per-ray GroupNorm needs ray membership, which the per-point Field protocol does not carry, so radiance uses
 the per-point norm too. With view modulation of the trunk the density depends on d (``view_dependent_density``):
-the renderers composite ``field(x, d).density`` and the trainer's occupancy grid takes the density seen from the
-training cameras (:mod:`nfkit.renderers.view_density`). ``density(x)`` (no direction) uses the grid-mean
-gamma/beta and is left to the sparsity prior; mesh export and the viewer's density cache take the mean density
-seen from a few cameras, and the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is close
+the renderers composite ``field(x, d).density``; the trainer's occupancy grid, its sparsity prior and ``nfkit
+convert``'s estimate of a missing occupancy grid take the density seen from a random training camera
+(:mod:`nfkit.renderers.view_density`); mesh export and the viewer's density cache take the mean density seen from
+a few cameras. ``density(x)`` (no direction) uses the grid-mean gamma/beta, and nothing in nfkit renders with it
+any more; the ``geometry()/color()`` fast path is not offered. The grid-mean stand-in is close
 early on (demo, 400 steps: 20.92 against 20.94 dB) but drifts as the grids train: on 10 lego/100 test views
 ``nfkit fit``'s default cam after 180 s renders at 22.9 dB with it, 26.7 dB with the mean over 8 training cameras
 and 26.8 dB with the views' own densities (a 256-wide trunk after 600 s: 25.9 against 28.9 dB on 5 views).

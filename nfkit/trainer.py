@@ -189,7 +189,7 @@ class Trainer:
         if self.sparsity > 0:
             lo, hi = self.grid.aabb[0], self.grid.aabb[1]
             x = lo + torch.rand(SPARSITY_POINTS, 3, device=lo.device) * (hi - lo)
-            loss = loss + self.sparsity * (self.field.density(x) * self.opts.step_size).mean()
+            loss = loss + self.sparsity * (self.grid_density()(x) * self.opts.step_size).mean()
         self.optimizer.zero_grad(set_to_none=True)
         if out["n_samples"] > 0:
             loss.backward()

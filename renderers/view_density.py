@@ -59,3 +59,16 @@ def mean_view_density(field, centres: torch.Tensor | None = None, n_views: int =
         return sum(density_along(field, x, torch.nn.functional.normalize(x - c, dim=-1)) for c in cs) / len(cs)
 
     return fn
+
+
+def stored_view_centres(field, meta: dict, where: str, n: int = 16):
+    """Centres [n, 3] (world) of virtual cameras in the camera range stored in the field file whose header is
+    ``meta`` (``where`` names it for errors; see :func:`~nfkit.renderers.camera_range.field_prior`) when
+    ``field``'s density depends on the view, else None. For :func:`mean_view_density` when no training cameras
+    are at hand (the viewer, ``nfkit convert`` without ``--data``)."""
+    if not view_dependent(field):
+        return None
+    from nfkit.renderers.camera_range import field_prior, virtual_cameras
+
+    prior, _ = field_prior(field.aabb.cpu(), meta, str(where))
+    return virtual_cameras(prior, n, 64, torch.Generator().manual_seed(0)).c2w[:, :3, 3]

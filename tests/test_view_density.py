@@ -111,9 +111,46 @@ def test_mean_view_density_and_the_cache_built_from_it():
 
 
 def test_viewer_takes_view_centres_from_the_stored_camera_range():
-    from nfkit.apps.viewer import stored_view_centres
+    from nfkit.renderers.view_density import stored_view_centres
 
     f = view_cam()
     c = stored_view_centres(f, {}, "field.safetensors", n=5)
     assert c.shape == (5, 3) and (c.norm(dim=-1) > 1.0).all()  # outside the unit AABB, looking in
     assert stored_view_centres(fields.build_field("mlp", dict(TINY), AABB), {}, "f", n=5) is None
+
+
+def test_convert_estimates_a_missing_grid_from_the_views(tmp_path, monkeypatch):
+    """A field file without an occupancy grid: ``nfkit convert`` estimates one from the density the views see, not
+    from the stand-in (here emptied, the extreme case)."""
+    from nfkit.distill.convert import load_teacher
+    from nfkit.fields.cam import CAMField
+
+    path = fields.save(view_cam(), tmp_path / "field.safetensors")
+    monkeypatch.setattr(CAMField, "density", lambda self, x: torch.zeros(x.shape[0]))
+    for centres in (torch.tensor([[0.0, 0.0, 3.0], [3.0, 0.0, 0.0]]), None):  # training cameras / stored range
+        field, grid, _, _ = load_teacher(path, centres=centres)
+        assert view_dependent(field) and grid.binary.any() and grid.density.max() > 0
+
+
+def test_training_never_consults_the_stand_in(tmp_path, monkeypatch):
+    """RGB capture (environment map, so the sparsity prior is on) with a view-dependent cam field: the occupancy
+    grid, the pruning pass and the sparsity prior all ask for the density the views see."""
+    from conftest import write_sphere_capture
+
+    from nfkit.datasets import load_dataset
+    from nfkit.fields.cam import CAMField
+    from nfkit.trainer import FitConfig, Trainer
+
+    data = load_dataset(write_sphere_capture(tmp_path / "cap", n=4, size=8), "all")
+    rgb = type(data)(**{**data.__dict__, "images": data.images[..., :3].contiguous()})
+    cfg = FitConfig(out=str(tmp_path / "o"), field="cam", field_options={k: v for k, v in TINY.items()
+                                                                         if k != "signal"}, grid_resolution=8)
+    tr = Trainer(cfg, rgb, None, progress=False)
+    assert view_dependent(tr.field) and tr.sparsity > 0
+
+    def stand_in(self, x):
+        raise AssertionError("density(x) stand-in used")
+
+    monkeypatch.setattr(CAMField, "density", stand_in)
+    for _ in range(2):
+        tr.train_step()

@@ -53,19 +53,25 @@ def student_config(family: str, user: dict | None = None, image_side: int = 0) -
     return cfg
 
 
-def load_teacher(path, device: str = "cpu"):
+def load_teacher(path, device: str = "cpu", centres: torch.Tensor | None = None):
     """(field, grid, opts, meta) of a radiance field file; a file without an occupancy grid gets one estimated
-    from the field's density."""
+    from the field's density (for a field whose density depends on the view, as the trainer's grid: the density
+    seen from a random one of ``centres`` [C, 3], the training cameras, else of virtual cameras in the range stored
+    in the file)."""
     from nfkit.renderers import load_renderable
+    from nfkit.renderers.view_density import camera_density_fn, stored_view_centres, view_dependent
 
     field, grid, opts, meta = load_renderable(path, device)
     if field.kind != "density":
         raise FieldFileError(f"{path}: a {field.kind} field ({meta['family']}); convert needs a radiance field "
                              "(fitted by `nfkit fit`)")
     if float(grid.density.abs().sum()) == 0.0:  # no saved grid: estimate it (every cell, a few jitters)
+        if view_dependent(field) and centres is None:
+            centres = stored_view_centres(field, meta, str(path))
+        density = camera_density_fn(field, centres)  # each point seen from a random one: as the trainer's grid
         with torch.no_grad():
             for _ in range(4):
-                grid.update(0, field.density, opts.step_size)
+                grid.update(0, density, opts.step_size)
     return field, grid, opts, meta
 
 
@@ -123,7 +129,7 @@ def convert_file(src, dst, family: str, cfg: DistillConfig, user_config: dict | 
             metrics["psnr_vs_ground_truth"] = evaluate(teacher, grid, test, opts)["psnr"]
         write_json_atomic(metrics_path, metrics)
         return metrics
-    teacher, grid, opts, meta = load_teacher(src)
+    teacher, grid, opts, meta = load_teacher(src, centres=None if train is None else train.cameras.c2w[:, :3, 3])
     side = max(train.images.shape[1:3]) if train is not None else 0
     try:
         student = fields.build_field(family, student_config(family, user_config, side), teacher.aabb.cpu())

@@ -18,9 +18,17 @@ optional modulation coordinate ``m`` [N, k] (CAM only; ``None`` elsewhere) to fe
 
 Learning rates: :meth:`CoordField.param_groups` splits grid-like parameters (names listed in ``grid_param_names``)
 from the network, scaled by ``grid_lr_scale`` / ``net_lr_scale`` relative to the trainer's rate.
+
+Precision: ``precision="bfloat16"`` runs the core, the head and the colour MLP under ``torch.autocast`` in bfloat16
+(weights, optimiser state and everything after the head stay float32; the head's output is cast back). It pays where
+the hardware multiplies bfloat16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs): on the reference machine
+(AVX512-BF16, 2 threads) a forward + backward of the default radiance mlp at 2^16 points takes 29 ms against 86 ms,
+the 256 x 3 mlp at 4096 points 6.6 against 21.5 ms, cam 1.4-2x, tri-plane 1.5x. Without native bfloat16 it is
+emulated and slower. :func:`fast_bfloat16` says which.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -49,6 +57,9 @@ class CoordConfig:
     sh_degree: int = 4  # SH bands (degree**2 functions), for the colour MLP input or the SH colour head
     net_lr_scale: float = 1.0  # network parameters train at trainer lr * this
     grid_lr_scale: float = 1.0  # grid-like parameters (see grid_param_names) at trainer lr * this
+    # float32 | bfloat16 | auto (bfloat16 on a CPU that multiplies it natively, else float32); None: auto for
+    # radiance, float32 for the other signals (see the module docstring)
+    precision: str | None = None
 
 
 class FrequencyEncoding(nn.Module):
@@ -110,6 +121,37 @@ def sample_planes(planes: torch.Tensor, u: torch.Tensor, axes, align_corners: bo
     return out[..., 0].transpose(1, 2)
 
 
+def fast_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """True when ``device`` multiplies bfloat16 natively (a CUDA GPU of compute capability >= 8, a CPU with
+    AVX512-BF16 or AMX), so ``precision="bfloat16"`` speeds a network up instead of emulating it."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(dev)[0] >= 8
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bfloat16() -> bool:
+    return fast_bfloat16("cpu")
+
+
+def bucket_rows(n: int) -> int:
+    """``n`` rounded up to one of 8 sizes per octave (at most 1/8 more rows; 64 at least)."""
+    n = max(n, 64)
+    step = 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+def _pad_rows(t, m: int):
+    """Tensor [N, ...] (or a tuple of them, or None) zero-padded to m rows."""
+    if t is None:
+        return None
+    if isinstance(t, tuple):
+        return tuple(_pad_rows(x, m) for x in t)
+    return t if t.shape[0] == m else torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])
+
+
 def check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
         raise NfkitError(f"field option {name}: expected one of {', '.join(choices)}, got {value!r}")
@@ -123,6 +165,9 @@ class CoordField(Field):
     def __init__(self, config, aabb):
         check_choice("signal", config.signal, SIGNALS)
         check_choice("color_head", config.color_head, ("mlp", "sh"))
+        if config.precision is None:
+            config = replace(config, precision="auto" if config.signal == "radiance" else "float32")
+        check_choice("precision", config.precision, ("float32", "bfloat16", "auto"))
         config = self.resolve_config(config)
         super().__init__(config, aabb)
         c = config
@@ -154,8 +199,29 @@ class CoordField(Field):
 
     # ----- the protocol -----------------------------------------------------------------------------------
     def raw(self, u: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
-        """Core + head on coordinates u [N, D] in [0, 1]^D -> raw head output [N, out]."""
-        return self.head(self.core(u, self.modulation(u, d)))
+        """Core + head on coordinates u [N, D] in [0, 1]^D -> raw head output [N, out] (float32)."""
+        mod = self.modulation(u, d)
+        if not self.uses_bfloat16(u.device):
+            return self.head(self.core(u, mod))
+        return self._in_bfloat16(lambda v, m: self.head(self.core(v, m)), u, mod)
+
+    def uses_bfloat16(self, device: torch.device) -> bool:
+        """Whether the network runs in bfloat16 on ``device``: ``precision="bfloat16"``, or ``"auto"`` on a CPU
+        with native bfloat16 (:func:`fast_bfloat16`; GPUs keep float32 under ``"auto"``, not measured yet)."""
+        p = self.config.precision
+        return p == "bfloat16" or (p == "auto" and device.type == "cpu" and _cpu_bfloat16())
+
+    def _in_bfloat16(self, fn, *rows):
+        """``fn(*rows)`` under bfloat16 autocast, as float32. On the CPU the rows (tensors [N, ...], tuples of them
+        or None) are zero-padded to :func:`bucket_rows` (N) and the output cut back to N rows: oneDNN builds a
+        bfloat16 kernel per matrix shape (~1 ms each) and ray batches change size every step (a distillation step
+        of the 256 x 3 mlp took 20.9 ms unpadded, against 17.3 ms in float32)."""
+        first = rows[0]
+        n = first.shape[0]
+        m = bucket_rows(n) if first.device.type == "cpu" else n
+        with torch.autocast(first.device.type, dtype=torch.bfloat16):
+            out = fn(*(_pad_rows(r, m) for r in rows))
+        return out[:n].float()
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         """World x [N, D] -> core coordinates in [0, 1]^D (clamped). Image fields take x in [0, 1]^2 as is."""
@@ -176,7 +242,9 @@ class CoordField(Field):
         c = self.config
         sh = sh_encode(d, c.sh_degree).to(feats.dtype)
         if self.color_net is not None:
-            return torch.sigmoid(self.color_net(torch.cat([sh, feats], -1)))
+            h = torch.cat([sh, feats], -1)
+            out = self._in_bfloat16(self.color_net, h) if self.uses_bfloat16(h.device) else self.color_net(h)
+            return torch.sigmoid(out)
         coeff = feats.reshape(feats.shape[0], 3, c.sh_degree**2)
         return torch.sigmoid((coeff * sh[:, None, :]).sum(-1))
 

@@ -30,7 +30,7 @@ Centres and log-precisions train at ``rbf_lr_scale`` x the trainer's rate (their
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -143,11 +143,15 @@ class RBFField(CoordField):
         color_head: str = "sh"  # radiance: GNF's SH-coefficient head
 
     def resolve_config(self, config):
+        if config.precision == "auto":  # float32 is where it pays for this family (see build_core)
+            config = replace(config, precision="float32")
         config = with_defaults(config, SIGNAL_DEFAULTS[config.signal])
         return with_defaults(config, {"reps": [1] * len(config.resolutions)})
 
     def build_core(self, dim: int) -> nn.Module:
         c = self.config
+        if c.precision == "bfloat16":  # the expanded squared distance cancels catastrophically in bfloat16
+            raise NfkitError("field option precision: the rbf family computes in float32 only")
         return RBFCore(GridEncoding(dim, c.resolutions, c.channels, c.reps, c.init_std), int(c.n_units), c.center_init)
 
     def param_groups(self, lr: float) -> list[dict]:

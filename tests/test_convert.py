@@ -24,9 +24,9 @@ TINY = {
 AABB = torch.tensor([[-1.0] * 3, [1.0] * 3])
 
 
-def tiny(family, seed=0, common_head=False):
+def tiny(family, seed=0, common_head=False, **options):
     torch.manual_seed(seed)
-    cfg = dict(TINY[family])
+    cfg = {**TINY[family], **options}
     if family != "hashgrid":
         cfg["signal"] = "radiance"
         if common_head:
@@ -93,7 +93,7 @@ def test_every_pair_distils_and_the_gap_closes(src, dst):
 
 def test_color_head_copy_layouts():
     h = fields.build_field("hashgrid", {**TINY["hashgrid"], "hidden": 64}, AABB)  # colour MLP 64 wide, as mlp's
-    m, t = tiny("mlp", 3), tiny("triplane", 4)
+    m, t = tiny("mlp", 3, precision="float32"), tiny("triplane", 4, precision="float32")  # exact comparisons
     assert copy_color_head(m, t)  # same layout: identical heads afterwards
     feats = torch.randn(50, 15)
     d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)

@@ -150,12 +150,12 @@ def bucket_rows(n: int) -> int:
     return -(-n // step) * step
 
 
-def _pad_rows(t, m: int):
+def pad_rows(t, m: int):
     """Tensor [N, ...] (or a tuple of them, or None) zero-padded to m rows."""
     if t is None:
         return None
     if isinstance(t, tuple):
-        return tuple(_pad_rows(x, m) for x in t)
+        return tuple(pad_rows(x, m) for x in t)
     return t if t.shape[0] == m else torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])
 
 
@@ -227,7 +227,7 @@ class CoordField(Field):
         n = first.shape[0]
         m = bucket_rows(n) if first.device.type == "cpu" else n
         with torch.autocast(first.device.type, dtype=torch.bfloat16):
-            out = fn(*(_pad_rows(r, m) for r in rows))
+            out = fn(*(pad_rows(r, m) for r in rows))
         return out[:n].float()
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:

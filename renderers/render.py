@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nfkit.fields.coordnet import bucket_rows, pad_rows
 from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
 from nfkit.renderers.occupancy import OccupancyGrid
@@ -139,9 +140,13 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
     rgb, depth, wsum = torch.zeros(n, 3, device=dev), torch.zeros(n, device=dev), torch.zeros(n, device=dev)
     if ri.numel():
         x, d = rays_o[ri] + rays_d[ri] * t[:, None], rays_d[ri]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16 and rays_o.device.type == "cpu"):
+        amp = opts.bf16 and rays_o.device.type == "cpu"
+        m = ri.numel()
+        if amp:  # a few batch sizes only: oneDNN builds a bfloat16 kernel per matrix shape (~1 ms each)
+            x, d = pad_rows(x, bucket_rows(m)), pad_rows(d, bucket_rows(m))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             fast = hasattr(field, "geometry") and hasattr(field, "color")
-            col = field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb
+            col = (field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb)[:m]
         rgb.index_add_(0, ri, w[:, None] * col.float())
         depth.index_add_(0, ri, w * t)
         wsum.index_add_(0, ri, w)

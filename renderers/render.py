@@ -143,7 +143,7 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
         amp = opts.bf16 and rays_o.device.type == "cpu"
         m = ri.numel()
         if amp:  # a few batch sizes only: oneDNN builds a bfloat16 kernel per matrix shape (~1 ms each)
-            x, d = pad_rows(x, bucket_rows(m)), pad_rows(d, bucket_rows(m))
+            x, d = pad_rows((x, d), bucket_rows(m))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             fast = hasattr(field, "geometry") and hasattr(field, "color")
             col = (field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb)[:m]

@@ -22,20 +22,19 @@ from the network, scaled by ``grid_lr_scale`` / ``net_lr_scale`` relative to the
 Precision (``precision``): ``"bfloat16"`` runs the core, the head and the plain colour MLP under ``torch.autocast``
 in bfloat16 (weights, gradients, optimiser state and everything after the head stay float32; the outputs are cast
 back; CAM's view-modulated colour MLP stays float32). ``"auto"``, the default for radiance, does so on a CPU that
-multiplies bfloat16 natively (AVX512-BF16 or AMX, :func:`fast_bfloat16`) and keeps float32 elsewhere: emulated
-bfloat16 is slower, and GPUs have not been measured. Other signals default to float32 (not measured either); rbf is
-float32 only. On the reference machine (AVX512-BF16, 2 threads) a forward + backward of the default radiance mlp at
-2^16 points takes 29 ms against 86 ms, of the 256 x 3 mlp at 4096 points 6.6 against 21.5 ms (cam 1.4-2x, tri-plane
-1.5x). On the CPU the batch is zero-padded to one of 8 sizes per octave (:func:`bucket_rows`): oneDNN builds a
-bfloat16 kernel per matrix shape, ~1 ms each, and ray batches change size every step; without the padding a
-distillation step of the 256 x 3 mlp took 20.9 ms against 17.3 ms in float32, with it 9.8 ms. ``nfkit fit`` on
-lego/100 (10 test views): mlp 27.81 against 26.58 dB in 180 s, cam 27.64 against 27.25 dB, tri-plane 27.53 against
-26.62 dB in 60 s; ``nfkit convert --to mlp`` 54.6 s against 83.7 s (29.62 / 29.52 dB), ``--to cam`` 78.5 s against
-100.8 s (30.40 / 30.43 dB).
+multiplies bfloat16 natively (AVX512-BF16 or AMX, :func:`nfkit.fields.precision.fast_bfloat16`) and keeps float32
+elsewhere: emulated bfloat16 is slower, and GPUs have not been measured. Other signals default to float32 (not
+measured either); rbf is float32 only. On the reference machine (AVX512-BF16, 2 threads) a forward + backward of the
+default radiance mlp at 2^16 points takes 29 ms against 86 ms, of the 256 x 3 mlp at 4096 points 6.6 against 21.5 ms
+(cam 1.4-2x, tri-plane 1.5x). On the CPU the batch is zero-padded to one of 8 sizes per octave
+(:func:`nfkit.fields.precision.bucket_rows`): oneDNN builds a bfloat16 kernel per matrix shape, ~1 ms each, and ray
+batches change size every step; without the padding a distillation step of the 256 x 3 mlp took 20.9 ms against 17.3
+ms in float32, with it 9.8 ms. ``nfkit fit`` on lego/100 (10 test views): mlp 27.81 against 26.58 dB in 180 s, cam
+27.64 against 27.25 dB, tri-plane 27.53 against 26.62 dB in 60 s; ``nfkit convert --to mlp`` 54.6 s against 83.7 s
+(29.62 / 29.52 dB), ``--to cam`` 78.5 s against 100.8 s (30.40 / 30.43 dB).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -47,6 +46,7 @@ from nfkit.errors import NfkitError
 from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, trunc_exp_activation
 from nfkit.fields.encodings import sh_encode
 from nfkit.fields.hashgrid import mlp  # one tiny-MLP builder for every family
+from nfkit.fields.precision import bucket_rows, cpu_bfloat16, pad_rows
 
 SIGNALS = {"radiance": 3, "image": 2, "sdf": 3, "occupancy": 3}
 KINDS = {"radiance": "density", "image": "image", "sdf": "sdf", "occupancy": "occupancy"}
@@ -128,37 +128,6 @@ def sample_planes(planes: torch.Tensor, u: torch.Tensor, axes, align_corners: bo
     return out[..., 0].transpose(1, 2)
 
 
-def fast_bfloat16(device: str | torch.device = "cpu") -> bool:
-    """True when ``device`` multiplies bfloat16 natively (a CUDA GPU of compute capability >= 8, a CPU with
-    AVX512-BF16 or AMX), so ``precision="bfloat16"`` speeds a network up instead of emulating it."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(dev)[0] >= 8
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_bfloat16() -> bool:
-    return fast_bfloat16("cpu")
-
-
-def bucket_rows(n: int) -> int:
-    """``n`` rounded up to one of 8 sizes per octave (at most 1/8 more rows; 64 at least)."""
-    n = max(n, 64)
-    step = 1 << (n.bit_length() - 4)
-    return -(-n // step) * step
-
-
-def pad_rows(t, m: int):
-    """Tensor [N, ...] (or a tuple of them, or None) zero-padded to m rows."""
-    if t is None:
-        return None
-    if isinstance(t, tuple):
-        return tuple(pad_rows(x, m) for x in t)
-    return t if t.shape[0] == m else torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])
-
-
 def check_choice(name: str, value: str, choices) -> None:
     if value not in choices:
         raise NfkitError(f"field option {name}: expected one of {', '.join(choices)}, got {value!r}")
@@ -214,14 +183,15 @@ class CoordField(Field):
 
     def uses_bfloat16(self, device: torch.device) -> bool:
         """Whether the network runs in bfloat16 on ``device``: ``precision="bfloat16"``, or ``"auto"`` on a CPU
-        with native bfloat16 (:func:`fast_bfloat16`; GPUs keep float32 under ``"auto"``, not measured yet)."""
+        with native bfloat16 (:func:`~nfkit.fields.precision.fast_bfloat16`; GPUs keep float32 under ``"auto"``,
+        not measured yet)."""
         p = self.config.precision
-        return p == "bfloat16" or (p == "auto" and device.type == "cpu" and _cpu_bfloat16())
+        return p == "bfloat16" or (p == "auto" and device.type == "cpu" and cpu_bfloat16())
 
     def _in_bfloat16(self, fn, *rows):
         """``fn(*rows)`` under bfloat16 autocast, as float32. On the CPU the rows (tensors [N, ...], tuples of them
-        or None) are zero-padded to :func:`bucket_rows` (N) and the output cut back to N rows (see the module
-        docstring: oneDNN builds a bfloat16 kernel per matrix shape)."""
+        or None) are zero-padded to :func:`~nfkit.fields.precision.bucket_rows` (N) and the output cut back to N
+        rows (see the module docstring: oneDNN builds a bfloat16 kernel per matrix shape)."""
         first = rows[0]
         n = first.shape[0]
         m = bucket_rows(n) if first.device.type == "cpu" else n

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nfkit.fields.coordnet import bucket_rows, pad_rows
+from nfkit.fields.precision import bucket_rows, pad_rows
 from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
 from nfkit.renderers.occupancy import OccupancyGrid

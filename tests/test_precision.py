@@ -4,7 +4,7 @@ import torch
 
 from nfkit import fields
 from nfkit.errors import NfkitError
-from nfkit.fields.coordnet import fast_bfloat16
+from nfkit.fields.precision import fast_bfloat16
 
 AABB = torch.tensor([[-1.0] * 3, [1.0] * 3])
 SMALL = {"signal": "radiance", "hidden": 32, "n_layers": 2, "n_freqs": 4}
@@ -74,7 +74,7 @@ def test_precision_round_trips_and_bad_values_are_refused(tmp_path):
 
 
 def test_bfloat16_batches_are_padded_to_a_few_sizes():
-    from nfkit.fields.coordnet import bucket_rows
+    from nfkit.fields.precision import bucket_rows
 
     sizes = {bucket_rows(n) for n in range(2049, 4097)}
     assert len(sizes) == 8 and all(bucket_rows(n) >= n for n in range(1, 5000))

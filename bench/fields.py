@@ -3,6 +3,7 @@
     python bench/fields.py [--seconds 60] [--signals image,sdf,radiance] [--families mlp,cam,rbf,triplane,hashgrid]
                            [--budget image=130000 sdf=130000 radiance=50000] [--image skimage:astronaut]
                            [--mesh ../shared/data/meshes/armadillo.off] [--rbf-seconds 30]
+                           [--precision default|float32|bfloat16|auto]
 
 Each (family, signal) run trains a fresh field for ``--seconds`` of wall time (evaluation excluded) with the
 family's size knob set so its parameter count is closest to the signal's budget (mlp/cam: hidden width; rbf: grid
@@ -216,6 +217,9 @@ def main() -> int:
     ap.add_argument("--rbf-seconds", type=float, default=30.0, help="RBF claim run (rbf defaults); 0 skips it")
     ap.add_argument("--curve-views", type=int, default=5, help="radiance: test views rendered at the 1/4 and 1/2 "
                     "checkpoints and for the curve's last point (the final PSNR uses all test views)")
+    ap.add_argument("--precision", choices=("default", "float32", "bfloat16", "auto"), default="default",
+                    help="network precision of the mlp, cam and triplane runs and of the hashgrid image/SDF runs "
+                    "(default: each family's own default; rbf and the radiance hash grid keep theirs)")
     ap.add_argument("--out", default="outputs/bench_fields")
     args = ap.parse_args()
     try:
@@ -253,6 +257,9 @@ def main() -> int:
             continue
         for fam in fams:
             opts, n = sized_options(fam, signal, budgets[signal])
+            if args.precision != "default" and (fam in ("mlp", "cam", "triplane")
+                                                or fam == "hashgrid" and signal != "radiance"):
+                opts = {**opts, "precision": args.precision}
             torch.manual_seed(0)
             if signal == "image":
                 r = run_image(fam, opts, args.seconds, data["image"])
@@ -283,7 +290,8 @@ def main() -> int:
     for n_ in notes:
         print(n_)
     print(json.dumps({
-        "bench": "fields", "seconds_per_run": args.seconds, "budgets": {s: budgets[s] for s in signals},
+        "bench": "fields", "seconds_per_run": args.seconds, "precision": args.precision,
+        "budgets": {s: budgets[s] for s in signals},
         "image": args.image, "image_side": args.image_side, "mesh": args.mesh,
         "radiance_data": str(data.get("radiance", "")), "rows": rows, "rbf_default": rbf_row, "claims": cl,
         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),

@@ -78,8 +78,8 @@ class CAMCore(MLPCore):
             h = F.layer_norm(h, h.shape[-1:])
         if mod is None:
             return h
-        gamma, beta = mod
-        return h * gamma[:, i: i + 1] + beta[:, i: i + 1]
+        gamma, beta = mod  # in h's dtype: under bfloat16 autocast the float32 grids would promote the whole layer
+        return h * gamma[:, i: i + 1].to(h.dtype) + beta[:, i: i + 1].to(h.dtype)
 
 
 def view_angles(d: torch.Tensor) -> torch.Tensor:

@@ -21,17 +21,15 @@ from the network, scaled by ``grid_lr_scale`` / ``net_lr_scale`` relative to the
 
 Precision (``precision``): ``"bfloat16"`` runs the core, the head and the plain colour MLP under ``torch.autocast``
 in bfloat16 (weights, gradients, optimiser state and everything after the head stay float32; the outputs are cast
-back; CAM's view-modulated colour MLP stays float32). ``"auto"``, the default for radiance, does so on a CPU that
-multiplies bfloat16 natively (AVX512-BF16 or AMX, :func:`nfkit.fields.precision.fast_bfloat16`) and keeps float32
-elsewhere: emulated bfloat16 is slower, and GPUs have not been measured. Other signals default to float32 (not
-measured either); rbf is float32 only. On the reference machine (AVX512-BF16, 2 threads) a forward + backward of the
-default radiance mlp at 2^16 points takes 29 ms against 86 ms, of the 256 x 3 mlp at 4096 points 6.6 against 21.5 ms
-(cam 1.4-2x, tri-plane 1.5x). On the CPU the batch is zero-padded to one of 8 sizes per octave
-(:func:`nfkit.fields.precision.bucket_rows`): oneDNN builds a bfloat16 kernel per matrix shape, ~1 ms each, and ray
-batches change size every step; without the padding a distillation step of the 256 x 3 mlp took 20.9 ms against 17.3
-ms in float32, with it 9.8 ms. ``nfkit fit`` on lego/100 (10 test views): mlp 27.81 against 26.58 dB in 180 s, cam
-27.64 against 27.25 dB, tri-plane 27.53 against 26.62 dB in 60 s; ``nfkit convert --to mlp`` 54.6 s against 83.7 s
-(29.62 / 29.52 dB), ``--to cam`` 78.5 s against 100.8 s (30.40 / 30.43 dB).
+back; CAM's view-modulated colour MLP stays float32). ``"auto"``, the default for every signal, does so on a CPU
+that multiplies bfloat16 natively (AVX512-BF16 or AMX, :func:`nfkit.fields.precision.fast_bfloat16`) and keeps
+float32 elsewhere: emulated bfloat16 is slower, and GPUs have not been measured. rbf is float32 only. On the CPU
+the batch is zero-padded to one of 8 sizes per octave (:func:`nfkit.fields.precision.bucket_rows`): oneDNN builds a
+bfloat16 kernel per matrix shape, ~1 ms each, and ray batches change size every step. On the reference machine
+(AVX512-BF16, 2 threads) a forward + backward of the default radiance mlp at 2^16 points takes 29 ms against 86 ms;
+``nfkit fit`` reaches 27.81 against 26.58 dB on lego/100 in 180 s with the mlp, and in 40 s at 130k parameters the
+mlp fits the astronaut image to 32.18 against 26.29 dB and the armadillo SDF to IoU 0.982 against 0.945 (every
+figure, and the families that gain least, in ``bench/NOTES.md``, "bfloat16 networks").
 """
 from __future__ import annotations
 
@@ -64,9 +62,8 @@ class CoordConfig:
     sh_degree: int = 4  # SH bands (degree**2 functions), for the colour MLP input or the SH colour head
     net_lr_scale: float = 1.0  # network parameters train at trainer lr * this
     grid_lr_scale: float = 1.0  # grid-like parameters (see grid_param_names) at trainer lr * this
-    # float32 | bfloat16 | auto (bfloat16 on a CPU that multiplies it natively, else float32); None: auto for
-    # radiance, float32 for the other signals (see the module docstring)
-    precision: str | None = None
+    # float32 | bfloat16 | auto (bfloat16 on a CPU that multiplies it natively, else float32; see the module docstring)
+    precision: str = "auto"
 
 
 class FrequencyEncoding(nn.Module):
@@ -141,8 +138,8 @@ class CoordField(Field):
     def __init__(self, config, aabb):
         check_choice("signal", config.signal, SIGNALS)
         check_choice("color_head", config.color_head, ("mlp", "sh"))
-        if config.precision is None:
-            config = replace(config, precision="auto" if config.signal == "radiance" else "float32")
+        if config.precision is None:  # files written while None meant "per signal"
+            config = replace(config, precision="auto")
         check_choice("precision", config.precision, ("float32", "bfloat16", "auto"))
         config = self.resolve_config(config)
         super().__init__(config, aabb)

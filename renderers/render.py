@@ -4,7 +4,7 @@ Every field family renders through :func:`render_rays`; nothing here knows which
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields as dataclass_fields, is_dataclass, replace
 
 import torch
 
@@ -88,7 +88,8 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     half = torch.full((n,), 0.5, device=dev)
     fast = hasattr(field, "geometry") and hasattr(field, "color")
     view = view_dependent(field)  # density depends on d: one full evaluation gives density and colour
-    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16 and rays_o.device.type == "cpu")
+    pad = opts.bf16 and rays_o.device.type == "cpu"  # a few batch sizes only (see _padded)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=pad)
     while alive.numel():
         o, d = rays_o[alive], rays_d[alive]
         ri, tm, t_next = march_segment(o, d, t_cur[alive], t_far[alive], half[: alive.numel()], opts.step_size, grid, k)
@@ -97,10 +98,10 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
             full = None
             with amp:
                 if view:
-                    full = field(x, d[ri])
+                    full = _padded(pad, field, x, d[ri])
                     sigma, feats = full.density, None
                 else:
-                    sigma, feats = field.geometry(x) if fast else (field.density(x), None)
+                    sigma, feats = _padded(pad, field.geometry, x) if fast else (_padded(pad, field.density, x), None)
             tau = sigma.float() * opts.step_size
             w = trans[alive][ri] * torch.exp(-packed_exclusive_sum(tau, ri, alive.numel())) * (1 - torch.exp(-tau))
             sel = torch.nonzero(w > opts.weight_eps).flatten()
@@ -108,11 +109,11 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
             if sel.numel():
                 with amp:
                     if feats is not None:
-                        col = field.color(feats[sel], d[ri[sel]])
+                        col = _padded(pad, field.color, feats[sel], d[ri[sel]])
                     elif full is not None:
                         col = full.rgb[sel]
                     else:
-                        col = field(x[sel], d[ri[sel]]).rgb
+                        col = _padded(pad, field, x[sel], d[ri[sel]]).rgb
                 rgb.index_add_(0, alive[ri[sel]], w[sel, None] * col.float())
                 depth.index_add_(0, alive[ri[sel]], w[sel] * tm[sel])
                 wsum.index_add_(0, alive[ri[sel]], w[sel])
@@ -128,6 +129,26 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": n_samples}
 
 
+def _padded(enabled: bool, fn, *rows):
+    """``fn(*rows)``, with the rows (tensors [N, ...]) zero-padded to :func:`~nfkit.fields.precision.bucket_rows` (N)
+    when ``enabled`` and every output (a tensor, a tuple of them or a :class:`FieldOutput`) cut back to N rows.
+    Used under bfloat16 autocast on the CPU, where oneDNN builds a kernel per matrix shape (~1 ms each)."""
+    if not enabled:
+        return fn(*rows)
+    n = rows[0].shape[0]
+    return _cut(fn(*pad_rows(rows, bucket_rows(n))), n)
+
+
+def _cut(out, n: int):
+    if out is None:
+        return None
+    if isinstance(out, tuple):
+        return tuple(_cut(o, n) for o in out)
+    if is_dataclass(out):
+        return replace(out, **{f.name: _cut(getattr(out, f.name), n) for f in dataclass_fields(out)})
+    return out[:n]
+
+
 def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background, cache):
     """Viewer mode of :func:`render_rays_inference`: transmittance from the density cache in one marching pass
     (:meth:`DensityCache.march`), the field (geometry + colour) only at the samples of weight > ``weight_eps``,
@@ -141,12 +162,9 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
     if ri.numel():
         x, d = rays_o[ri] + rays_d[ri] * t[:, None], rays_d[ri]
         amp = opts.bf16 and rays_o.device.type == "cpu"
-        m = ri.numel()
-        if amp:  # a few batch sizes only: oneDNN builds a bfloat16 kernel per matrix shape (~1 ms each)
-            x, d = pad_rows((x, d), bucket_rows(m))
+        fast = hasattr(field, "geometry") and hasattr(field, "color")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            fast = hasattr(field, "geometry") and hasattr(field, "color")
-            col = (field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb)[:m]
+            col = _padded(amp, lambda x, d: field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb, x, d)
         rgb.index_add_(0, ri, w[:, None] * col.float())
         depth.index_add_(0, ri, w * t)
         wsum.index_add_(0, ri, w)

@@ -44,7 +44,7 @@ from nfkit.errors import NfkitError
 from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, trunc_exp_activation
 from nfkit.fields.encodings import sh_encode
 from nfkit.fields.hashgrid import mlp  # one tiny-MLP builder for every family
-from nfkit.fields.precision import bucket_rows, cpu_bfloat16, pad_rows
+from nfkit.fields.precision import PRECISIONS, in_bfloat16, uses_bfloat16
 
 SIGNALS = {"radiance": 3, "image": 2, "sdf": 3, "occupancy": 3}
 KINDS = {"radiance": "density", "image": "image", "sdf": "sdf", "occupancy": "occupancy"}
@@ -140,7 +140,7 @@ class CoordField(Field):
         check_choice("color_head", config.color_head, ("mlp", "sh"))
         if config.precision is None:  # files written while None meant "per signal"
             config = replace(config, precision="auto")
-        check_choice("precision", config.precision, ("float32", "bfloat16", "auto"))
+        check_choice("precision", config.precision, PRECISIONS)
         config = self.resolve_config(config)
         super().__init__(config, aabb)
         c = config
@@ -176,25 +176,11 @@ class CoordField(Field):
         mod = self.modulation(u, d)
         if not self.uses_bfloat16(u.device):
             return self.head(self.core(u, mod))
-        return self._in_bfloat16(lambda v, m: self.head(self.core(v, m)), u, mod)
+        return in_bfloat16(lambda v, m: self.head(self.core(v, m)), u, mod)
 
     def uses_bfloat16(self, device: torch.device) -> bool:
-        """Whether the network runs in bfloat16 on ``device``: ``precision="bfloat16"``, or ``"auto"`` on a CPU
-        with native bfloat16 (:func:`~nfkit.fields.precision.fast_bfloat16`; GPUs keep float32 under ``"auto"``,
-        not measured yet)."""
-        p = self.config.precision
-        return p == "bfloat16" or (p == "auto" and device.type == "cpu" and cpu_bfloat16())
-
-    def _in_bfloat16(self, fn, *rows):
-        """``fn(*rows)`` under bfloat16 autocast, as float32. On the CPU the rows (tensors [N, ...], tuples of them
-        or None) are zero-padded to :func:`~nfkit.fields.precision.bucket_rows` (N) and the output cut back to N
-        rows (see the module docstring: oneDNN builds a bfloat16 kernel per matrix shape)."""
-        first = rows[0]
-        n = first.shape[0]
-        m = bucket_rows(n) if first.device.type == "cpu" else n
-        with torch.autocast(first.device.type, dtype=torch.bfloat16):
-            out = fn(*(pad_rows(r, m) for r in rows))
-        return out[:n].float()
+        """Whether the network runs in bfloat16 on ``device`` (:func:`nfkit.fields.precision.uses_bfloat16`)."""
+        return uses_bfloat16(self.config.precision, device)
 
     def coords(self, x: torch.Tensor) -> torch.Tensor:
         """World x [N, D] -> core coordinates in [0, 1]^D (clamped). Image fields take x in [0, 1]^2 as is."""
@@ -216,7 +202,7 @@ class CoordField(Field):
         sh = sh_encode(d, c.sh_degree).to(feats.dtype)
         if self.color_net is not None:
             h = torch.cat([sh, feats], -1)
-            out = self._in_bfloat16(self.color_net, h) if self.uses_bfloat16(h.device) else self.color_net(h)
+            out = in_bfloat16(self.color_net, h) if self.uses_bfloat16(h.device) else self.color_net(h)
             return torch.sigmoid(out)
         coeff = feats.reshape(feats.shape[0], 3, c.sh_degree**2)
         return torch.sigmoid((coeff * sh[:, None, :]).sum(-1))

@@ -38,3 +38,24 @@ def pad_rows(t, m: int):
     if isinstance(t, tuple):
         return tuple(pad_rows(x, m) for x in t)
     return t if t.shape[0] == m else torch.cat([t, t.new_zeros(m - t.shape[0], *t.shape[1:])])
+
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def uses_bfloat16(precision: str, device: torch.device) -> bool:
+    """Whether a network of ``precision`` runs in bfloat16 on ``device``: ``"bfloat16"``, or ``"auto"`` on a CPU with
+    native bfloat16 (:func:`fast_bfloat16`; GPUs keep float32 under ``"auto"``, not measured yet)."""
+    return precision == "bfloat16" or (precision == "auto" and device.type == "cpu" and cpu_bfloat16())
+
+
+def in_bfloat16(fn, *rows):
+    """``fn(*rows)`` under bfloat16 autocast, as float32. On the CPU the rows (tensors [N, ...], tuples of them or
+    None) are zero-padded to :func:`bucket_rows` (N) and the output cut back to N rows (oneDNN builds a bfloat16
+    kernel per matrix shape)."""
+    first = rows[0]
+    n = first.shape[0]
+    m = bucket_rows(n) if first.device.type == "cpu" else n
+    with torch.autocast(first.device.type, dtype=torch.bfloat16):
+        out = fn(*(pad_rows(r, m) for r in rows))
+    return out[:n].float()

@@ -219,7 +219,8 @@ def test_refresh_grid_forgets_emptied_regions(tmp_path):
 
 def test_fit_learning_rate_is_the_familys_unless_given(tmp_path):
     """``FitConfig.lr`` 0 takes the family's rate (FIT_LR: the rbf field and tri-planes train faster at higher
-    rates than the hash grid), resolved into the config saved with the field; a given rate is kept; < 0 is refused."""
+    rates than the hash grid), resolved into the config saved with the field; a given rate is kept; < 0 is refused;
+    the rate decays to ``lr_final`` of itself."""
     from conftest import write_sphere_capture
 
     from nfkit.datasets import load_dataset
@@ -239,6 +240,15 @@ def test_fit_learning_rate_is_the_familys_unless_given(tmp_path):
     assert Trainer(cfg, data, None, progress=False).cfg.lr == 3e-3
     with pytest.raises(NfkitError, match="--lr"):
         Trainer(FitConfig(out=str(tmp_path / "bad"), lr=-1.0, field_options=dict(TINY)), data, None, progress=False)
+    # the decay: full rate after the warm-up, lr_final of it at the end of the run, geometric in between
+    tr = Trainer(FitConfig(out=str(tmp_path / "decay"), lr_final=0.25, field_options=dict(TINY), grid_resolution=8),
+                 data, None, progress=False)
+    tr.step = 100
+    assert [tr.lr_factor(p) for p in (0.0, 0.5, 1.0, 2.0)] == pytest.approx([1.0, 0.5, 0.25, 0.25])
+    for bad in (0.0, 1.5):
+        with pytest.raises(NfkitError, match="--lr-final"):
+            Trainer(FitConfig(out=str(tmp_path / "bad"), lr_final=bad, field_options=dict(TINY)), data, None,
+                    progress=False)
 
 
 # ------------------------------------------------------------------------------------------ orbit

@@ -27,7 +27,8 @@ HELP = {
     "max_seconds": "stop after this many seconds of training (0: no limit)",
     "lr": "base learning rate, decayed to --lr-final of itself over the run (0: the family's default: 4e-2 rbf, "
           "2e-2 triplane, 1e-2 the others)",
-    "lr_final": "the learning rate at the end of the run, as a fraction of the base rate (exponential decay)",
+    "lr_final": "the learning rate at the end of the run, as a fraction of the base rate (exponential decay; 0: the "
+                "family's default: 0.3 for the grids, 0.03 for mlp and cam)",
     "resume": "continue from DIR/checkpoint",
     "field_options": "field config overrides, e.g. hidden=32",
     "frames": "frames chosen from a video input",

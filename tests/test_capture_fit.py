@@ -225,7 +225,7 @@ def test_fit_learning_rate_is_the_familys_unless_given(tmp_path):
 
     from nfkit.datasets import load_dataset
     from nfkit.errors import NfkitError
-    from nfkit.trainer import DEFAULT_LR, FitConfig, Trainer, fit_lr
+    from nfkit.trainer import DEFAULT_LR, DEFAULT_LR_FINAL, FitConfig, Trainer, fit_lr, fit_lr_final
 
     data = load_dataset(write_sphere_capture(tmp_path / "cap", n=4, size=8), "all")
     tiny = {"triplane": {"resolution": 8, "channels": 4, "hidden": 16}, "hashgrid": dict(TINY)}
@@ -245,7 +245,10 @@ def test_fit_learning_rate_is_the_familys_unless_given(tmp_path):
                  data, None, progress=False)
     tr.step = 100
     assert [tr.lr_factor(p) for p in (0.0, 0.5, 1.0, 2.0)] == pytest.approx([1.0, 0.5, 0.25, 0.25])
-    for bad in (0.0, 1.5):
+    assert tr.cfg.lr_final == 0.25 and fit_lr_final("cam") < fit_lr_final("hashgrid") == DEFAULT_LR_FINAL
+    assert Trainer(FitConfig(out=str(tmp_path / "default"), field_options=dict(TINY), grid_resolution=8), data, None,
+                   progress=False).cfg.lr_final == DEFAULT_LR_FINAL
+    for bad in (-0.1, 1.5):
         with pytest.raises(NfkitError, match="--lr-final"):
             Trainer(FitConfig(out=str(tmp_path / "bad"), lr_final=bad, field_options=dict(TINY)), data, None,
                     progress=False)

@@ -138,8 +138,6 @@ class CoordField(Field):
     def __init__(self, config, aabb):
         check_choice("signal", config.signal, SIGNALS)
         check_choice("color_head", config.color_head, ("mlp", "sh"))
-        if config.precision is None:  # files written while None meant "per signal"
-            config = replace(config, precision="auto")
         check_choice("precision", config.precision, PRECISIONS)
         config = self.resolve_config(config)
         super().__init__(config, aabb)

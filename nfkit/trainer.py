@@ -76,8 +76,11 @@ def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
 DEFAULT_LR = 1e-2
 FIT_LR = {"rbf": 4e-2, "triplane": 2e-2}
 # Where the decay of ``nfkit fit`` ends, as a fraction of the base rate, per family (``FitConfig.lr_final`` 0), else
-# DEFAULT_LR_FINAL (bench/NOTES.md, "Learning-rate decay"): the grids learn more in short CPU runs at 30 % than at
-# 3 %, but the wide mlp and cam networks need the low end to settle.
+# DEFAULT_LR_FINAL (bench/NOTES.md, "Learning-rate decay"). A short CPU run is a few hundred steps, and decaying to
+# 3 % spent most of them at a rate too small to learn: at 30 % the hash grid reaches 29.98 dB on lego/100 in 60 s
+# instead of 27.64 dB, the tri-plane 29.41 instead of 27.25 dB, the rbf field 29.46 instead of 25.6 dB in 90 s. The
+# wide mlp and cam networks of bench/convert.py stalled below its target at 30 % (cam 29.39 dB after 640 s; at 3 % it
+# got there in 119-160 s), so they keep 3 %.
 DEFAULT_LR_FINAL = 0.3
 FIT_LR_FINAL = {"mlp": 0.03, "cam": 0.03}
 
@@ -179,14 +182,8 @@ class Trainer:
         return {"transform": self.train.transform.tolist(), "scale": float(self.train.scale)}
 
     def lr_factor(self, progress: float) -> float:
-        """Short warm-up, then exponential decay to ``cfg.lr_final`` of the base rate at the end of the run.
-
-        0.3 for the grid families, 0.03 (the old value for all) for mlp and cam (:data:`FIT_LR_FINAL`). On lego/100
-        (2 cores) at 0.3 the hash grid reaches 29.98 dB in a 60 s run against 27.64 dB, and 30.79 against 30.55 dB in
-        180 s; tri-plane 29.41 against 27.25 dB in 60 s, rbf 29.46 against 25.6 dB in 90 s: a short CPU run is a few
-        hundred steps, and the steep decay spent most of them at a rate too small to learn. The wide mlp and cam of
-        bench/convert.py, though, stall below the target at 0.3 (cam: 29.39 dB after 640 s, against the target in
-        119-160 s at 0.03); the default mlp gained 0.56 dB in 180 s (bench/NOTES.md, "Learning-rate decay")."""
+        """Short warm-up, then exponential decay to ``cfg.lr_final`` of the base rate at the end of the run (the
+        family's default: :data:`FIT_LR_FINAL`)."""
         warm = min(1.0, (self.step + 1) / 50)
         return warm * (self.cfg.lr_final ** min(1.0, progress))
 

@@ -23,8 +23,8 @@ Both fields speak the volume-feature interface of :mod:`nfkit.fields.base` (``vo
 With ``copy_head`` the student's colour MLP starts as a copy of the teacher's when the layouts allow it (same SH
 degree, widths and K; the hash grid's extra raw-density input is zero-filled or dropped), so matching the features
 matches the colour. Learning rates: the trainer's groups (base rate per student family, :data:`FAMILY_LR`) and its
-schedule's shape (warm-up, exponential decay), decaying to 3 % over the run (``nfkit fit`` now stops at 30 %; the
-distiller's 3 % was not re-measured).
+schedule's shape (warm-up, exponential decay), decaying to 3 % over the run (``nfkit fit`` now ends at 30 % for the grid
+families, :data:`nfkit.trainer.FIT_LR_FINAL`; the distiller's 3 % was not re-measured).
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ padding a batch to one of a few sizes (oneDNN builds a bfloat16 kernel per matri
 change size every step; see :mod:`nfkit.fields.coordnet`, "Precision")."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -49,13 +50,27 @@ def uses_bfloat16(precision: str, device: torch.device) -> bool:
     return precision == "bfloat16" or (precision == "auto" and device.type == "cpu" and cpu_bfloat16())
 
 
+def call_padded(fn, *rows):
+    """``fn(*rows)`` with the rows (tensors [N, ...], tuples of them or None) zero-padded to :func:`bucket_rows` (N)
+    and every output (a tensor, a tuple of them or a dataclass of them) cut back to N rows."""
+    n = rows[0].shape[0]
+    return _cut(fn(*(pad_rows(r, bucket_rows(n)) for r in rows)), n)
+
+
+def _cut(out, n: int):
+    if out is None:
+        return None
+    if isinstance(out, tuple):
+        return tuple(_cut(o, n) for o in out)
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(out, **{f.name: _cut(getattr(out, f.name), n) for f in dataclasses.fields(out)})
+    return out[:n]
+
+
 def in_bfloat16(fn, *rows):
-    """``fn(*rows)`` under bfloat16 autocast, as float32. On the CPU the rows (tensors [N, ...], tuples of them or
-    None) are zero-padded to :func:`bucket_rows` (N) and the output cut back to N rows (oneDNN builds a bfloat16
-    kernel per matrix shape)."""
-    first = rows[0]
-    n = first.shape[0]
-    m = bucket_rows(n) if first.device.type == "cpu" else n
-    with torch.autocast(first.device.type, dtype=torch.bfloat16):
-        out = fn(*(pad_rows(r, m) for r in rows))
-    return out[:n].float()
+    """``fn(*rows)`` under bfloat16 autocast, as float32; on the CPU through :func:`call_padded` (oneDNN builds a
+    bfloat16 kernel per matrix shape)."""
+    dev = rows[0].device.type
+    with torch.autocast(dev, dtype=torch.bfloat16):
+        out = call_padded(fn, *rows) if dev == "cpu" else fn(*rows)
+    return out.float()

@@ -4,11 +4,11 @@ Every field family renders through :func:`render_rays`; nothing here knows which
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields as dataclass_fields, is_dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from nfkit.fields.precision import bucket_rows, pad_rows
+from nfkit.fields.precision import call_padded
 from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
 from nfkit.renderers.occupancy import OccupancyGrid
@@ -130,23 +130,9 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
 
 
 def _padded(enabled: bool, fn, *rows):
-    """``fn(*rows)``, with the rows (tensors [N, ...]) zero-padded to :func:`~nfkit.fields.precision.bucket_rows` (N)
-    when ``enabled`` and every output (a tensor, a tuple of them or a :class:`FieldOutput`) cut back to N rows.
-    Used under bfloat16 autocast on the CPU, where oneDNN builds a kernel per matrix shape (~1 ms each)."""
-    if not enabled:
-        return fn(*rows)
-    n = rows[0].shape[0]
-    return _cut(fn(*pad_rows(rows, bucket_rows(n))), n)
-
-
-def _cut(out, n: int):
-    if out is None:
-        return None
-    if isinstance(out, tuple):
-        return tuple(_cut(o, n) for o in out)
-    if is_dataclass(out):
-        return replace(out, **{f.name: _cut(getattr(out, f.name), n) for f in dataclass_fields(out)})
-    return out[:n]
+    """``fn(*rows)``, through :func:`~nfkit.fields.precision.call_padded` when ``enabled`` (bfloat16 autocast on the
+    CPU, where oneDNN builds a kernel per matrix shape, ~1 ms each)."""
+    return call_padded(fn, *rows) if enabled else fn(*rows)
 
 
 def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background, cache):

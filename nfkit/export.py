@@ -10,12 +10,13 @@
   colours: ``field(x, d)`` viewed along the inward normal (``d = -n``), for radiance fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
-  filter (open3d when installed, else k-nearest-neighbour mean distances with scipy: drop points beyond mean + 2 std).
+  filter (:func:`nfkit.cleanup.outlier_mask`: open3d when installed, else the same filter with scipy).
 * :func:`to_input_coords`: normalised -> input coordinates, inverting the field file's ``normalization.transform``
   (4x4, input -> normalised; see :func:`nfkit.datasets.scene.unnormalize_points`), in float64.
 * :func:`write_mesh` / :func:`write_points`: trimesh writers (.ply, .obj, .glb for meshes; .ply for points) to a
-  temporary name, then an atomic rename. With open3d installed the mesh is cleaned with it (degenerate and
-  duplicated triangles removed, largest connected component, normals); without, trimesh keeps the largest component.
+  temporary name, then an atomic rename. Meshes are cleaned first (:func:`nfkit.cleanup.clean_mesh`: degenerate
+  and duplicated triangles, the largest connected component; open3d when installed, else numpy, the same result)
+  and carry vertex normals from their faces.
 """
 from __future__ import annotations
 
@@ -26,18 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nfkit.cleanup import clean_mesh, open3d_module, outlier_mask
 from nfkit.errors import NfkitError
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
-
-
-def _open3d():
-    try:
-        import open3d  # noqa: F401
-
-        return open3d
-    except Exception:  # noqa: BLE001  (optional dependency; a broken install counts as absent)
-        return None
 
 
 def to_input_coords(points: np.ndarray, normalization: dict | None) -> np.ndarray:
@@ -115,48 +108,29 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
-def clean_mesh(mesh, keep_largest: bool = True):
-    """trimesh.Trimesh -> cleaned trimesh.Trimesh (open3d when installed, else trimesh; see module docstring)."""
-    import trimesh
-
-    o3d = _open3d()
-    if o3d is not None:
-        m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
-                                      o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
-        if mesh.visual.kind == "vertex":
-            m.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0)
-        m.remove_degenerate_triangles()
-        m.remove_duplicated_triangles()
-        if keep_largest and len(m.triangles):
-            labels, counts, _ = m.cluster_connected_triangles()
-            labels, counts = np.asarray(labels), np.asarray(counts)
-            m.remove_triangles_by_mask(labels != int(np.argmax(counts)))
-        m.remove_unreferenced_vertices()
-        m.compute_vertex_normals()
-        cols = (np.asarray(m.vertex_colors) * 255 + 0.5).astype(np.uint8) if m.has_vertex_colors() else None
-        return trimesh.Trimesh(np.asarray(m.vertices), np.asarray(m.triangles), vertex_colors=cols, process=False)
-    if keep_largest and len(mesh.faces):
-        parts = mesh.split(only_watertight=False)
-        if len(parts) > 1:
-            mesh = max(parts, key=lambda p: len(p.faces))
-    return mesh
-
-
-def write_mesh(mesh_dict: dict, path, normalization: dict | None = None, keep_largest: bool = True) -> dict:
-    """Write a mesh from :func:`extract_mesh` in input coordinates. Returns {"vertices", "faces", "path"}."""
+def write_mesh(mesh_dict: dict, path, normalization: dict | None = None, keep_largest: bool = True,
+               backend: str = "auto") -> dict:
+    """Write a mesh from :func:`extract_mesh` in input coordinates, with its vertex colours and vertex normals (the
+    area-weighted mean of the faces' normals: on a sharp density field these follow the surface better than the
+    lattice gradient of :func:`extract_mesh`, 98 % against 78 % within 26 degrees on a sphere at 32^3), after
+    :func:`nfkit.cleanup.clean_mesh` (``backend``: its open3d or numpy path). Returns {"vertices", "faces", "path",
+    "cleanup"}."""
     import trimesh
 
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise NfkitError(f"--mesh {path}: expected a .ply, .obj or .glb file name")
-    verts = to_input_coords(mesh_dict["vertices"], normalization)
-    mesh = trimesh.Trimesh(verts, mesh_dict["faces"], vertex_colors=mesh_dict["colors"], process=False)
-    mesh = clean_mesh(mesh, keep_largest)
+    verts, faces, arrays = clean_mesh(mesh_dict["vertices"], mesh_dict["faces"], {"colors": mesh_dict["colors"]},
+                                      keep_largest, backend)
+    mesh = trimesh.Trimesh(to_input_coords(verts, normalization), faces, vertex_colors=arrays["colors"],
+                           process=False)
+    _ = mesh.vertex_normals  # computed now, so the writers include them
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     mesh.export(str(tmp), file_type=path.suffix.lower()[1:])
     os.replace(tmp, path)
-    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "path": str(path)}
+    return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "path": str(path),
+            "cleanup": "open3d" if open3d_module() is not None and backend != "numpy" else "numpy"}
 
 
 @torch.no_grad()
@@ -188,28 +162,10 @@ def extract_points(field, grid, opts, cams, max_points: int = 500_000, min_opaci
     return {"points": p, "colors": (c * 255 + 0.5).astype(np.uint8)}
 
 
-def remove_outliers(points: np.ndarray, k: int = 20, std_ratio: float = 2.0) -> np.ndarray:
-    """Boolean mask [P] of the points to keep: mean distance to the k nearest neighbours within mean + std_ratio
-    x std of all such distances (open3d's statistical outlier removal when installed, else scipy)."""
-    n = len(points)
-    if n <= k:
-        return np.ones(n, dtype=bool)
-    o3d = _open3d()
-    if o3d is not None:
-        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-        _, idx = pc.remove_statistical_outlier(nb_neighbors=k, std_ratio=std_ratio)
-        mask = np.zeros(n, dtype=bool)
-        mask[np.asarray(idx, dtype=np.int64)] = True
-        return mask
-    from scipy.spatial import cKDTree
-
-    dist, _ = cKDTree(points).query(points, k=k + 1)
-    mean = dist[:, 1:].mean(1)
-    return mean <= mean.mean() + std_ratio * mean.std()
-
-
-def write_points(pts: dict, path, normalization: dict | None = None, filter_outliers: bool = True) -> dict:
-    """Write points from :func:`extract_points` as a coloured PLY in input coordinates."""
+def write_points(pts: dict, path, normalization: dict | None = None, filter_outliers: bool = True,
+                 backend: str = "auto") -> dict:
+    """Write points from :func:`extract_points` as a coloured PLY in input coordinates, after the statistical
+    outlier filter (:func:`nfkit.cleanup.outlier_mask`, ``backend``: its open3d or scipy path)."""
     import trimesh
 
     path = Path(path)
@@ -217,7 +173,7 @@ def write_points(pts: dict, path, normalization: dict | None = None, filter_outl
         raise NfkitError(f"--points {path}: expected a .ply file name")
     p, c = pts["points"], pts["colors"]
     if filter_outliers:
-        keep = remove_outliers(p)
+        keep = outlier_mask(p, backend=backend)
         p, c = p[keep], c[keep]
     cloud = trimesh.PointCloud(to_input_coords(p, normalization),
                                colors=np.concatenate([c, np.full((len(c), 1), 255, np.uint8)], 1))

@@ -102,25 +102,19 @@ def _edge_components(faces: np.ndarray) -> np.ndarray:
 
 
 def _kept_faces_open3d(o3d, vertices: np.ndarray, faces: np.ndarray, keep_largest: bool) -> np.ndarray:
-    """The same selection as :func:`_kept_faces_numpy`, by open3d. The face indices ride along as a vertex-free
-    tag: each face is found again by its (unchanged) vertex triple."""
+    """The same selection as :func:`_kept_faces_numpy`, by open3d. Each face's index rides along as its "normal"
+    (open3d carries triangle normals through every removal below, unnormalised; exact in float64 below 2^53)."""
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
                                   o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    tag = np.zeros((len(faces), 3))
+    tag[:, 0] = np.arange(len(faces))
+    m.triangle_normals = o3d.utility.Vector3dVector(tag)
     m.remove_degenerate_triangles()
     m.remove_duplicated_triangles()
     if keep_largest and len(m.triangles):
         labels, counts, _ = m.cluster_connected_triangles()
         m.remove_triangles_by_mask(np.asarray(labels) != int(np.argmax(np.asarray(counts))))
-    kept = np.asarray(m.triangles, dtype=np.int64)
-    if not len(kept):
-        return np.zeros(0, dtype=np.int64)
-    # map each kept triangle back to the first input face with the same vertex triple (open3d keeps the first of
-    # duplicates as it was, and never reorders a triangle's vertices)
-    key = lambda f: f[:, 0] * (len(vertices) + 1) ** 2 + f[:, 1] * (len(vertices) + 1) + f[:, 2]  # noqa: E731
-    in_keys = key(faces)
-    order = np.argsort(in_keys, kind="stable")
-    pos = np.searchsorted(in_keys[order], key(kept))
-    return np.sort(order[pos])
+    return np.asarray(m.triangle_normals)[:, 0].round().astype(np.int64).reshape(-1)
 
 
 # ----- point clouds ------------------------------------------------------------------------------------------------

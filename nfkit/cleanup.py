@@ -10,7 +10,8 @@ reference beside each function that gives the same result (``tests/test_cleanup.
   ``k`` nearest points, **itself included** (open3d's definition); a point is kept when its score is > 0 and below
   mean + ``std_ratio`` x standard deviation (sample, n - 1) of all scores.
 
-``backend``: ``"auto"`` (open3d if it imports, else the reference), ``"open3d"`` or ``"numpy"``. open3d needs the
+``backend``: ``"auto"`` (open3d if it imports, else the reference), ``"open3d"`` or ``"numpy"``. open3d is about twice
+as fast (2 cores: a 214k-face marching-cubes mesh 0.34 s against 0.75 s, 200k points 0.47 s against 1.03 s). open3d needs the
 ``open3d`` extra (``pip install nfkit[open3d]``; on Debian also ``apt-get install libusb-1.0-0``).
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nfkit.cleanup import clean_mesh, open3d_module, outlier_mask
+from nfkit.cleanup import clean_mesh, outlier_mask, resolved_backend
 from nfkit.errors import NfkitError
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
@@ -130,7 +130,7 @@ def write_mesh(mesh_dict: dict, path, normalization: dict | None = None, keep_la
     mesh.export(str(tmp), file_type=path.suffix.lower()[1:])
     os.replace(tmp, path)
     return {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "path": str(path),
-            "cleanup": "open3d" if open3d_module() is not None and backend != "numpy" else "numpy"}
+            "cleanup": resolved_backend(backend)}
 
 
 @torch.no_grad()

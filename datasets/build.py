@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from nfkit.errors import NfkitError
-from nfkit.renderers.cameras import Cameras
+from nfkit.cameras import Cameras
 
 from .images import load_images
 from .scene import SceneData

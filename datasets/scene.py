@@ -3,7 +3,7 @@
 Conventions:
 
 * Images are straight (not premultiplied) RGBA or RGB, float32 in ``[0, 1]``, ``[N, H, W, C]``.
-* Cameras live in **normalised** scene coordinates (OpenGL camera axes, see :mod:`nfkit.renderers.cameras`).
+* Cameras live in **normalised** scene coordinates (OpenGL camera axes, see :mod:`nfkit.cameras`).
 * ``transform`` maps input (file) world coordinates to normalised ones: ``x_n = transform @ [x, 1]``.  Readers
   only ever produce a similarity ``x_n = s * (x - c)`` (no rotation), but :func:`unnormalize_points` inverts
   any affine ``transform``.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nfkit.renderers.cameras import Cameras
+from nfkit.cameras import Cameras
 
 
 @dataclass

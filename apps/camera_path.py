@@ -9,9 +9,9 @@ Path file (JSON, ``version`` 1)::
 looking down -Z), as :class:`nfkit.renderers.Cameras`; ``fov_deg`` is the vertical field of view. (The viewer's
 keyframes come from viser's OpenCV-axes cameras through :func:`nfkit.apps.view_render.c2w_from_viser`.)
 
-Interpolation: positions by a uniform Catmull-Rom spline through the keyframes (end points repeated),
-rotations by slerp between consecutive keyframes, both on the same per-segment parameter; frames are spread
-evenly over the keyframe segments. Frames render with :func:`nfkit.apps.view_render.render_view` (exact marching).
+Interpolation (:func:`nfkit.poses.interpolate_poses`): positions by a uniform Catmull-Rom spline through the
+keyframes (end points repeated), rotations by slerp between consecutive keyframes, both on the same per-segment
+parameter; frames are spread evenly over the keyframe segments. Frames render with :func:`nfkit.apps.view_render.render_view` (exact marching).
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nfkit.apps.view_render import MODES, matrix_from_quat, quat_from_matrix, render_view, slerp
+from nfkit.apps.view_render import MODES, render_view
 from nfkit.errors import NfkitError
+from nfkit.poses import interpolate_poses, is_rigid
 
 
 # ---------------------------------------------------------------- path files
@@ -75,9 +76,9 @@ def path_from_json(d, where: str = "camera path") -> CameraPath:
             raise NfkitError(f"{where}: keyframes[{i}] needs a 'c2w' 4x4 matrix of numbers") from None
         if m.shape != (4, 4) or not np.isfinite(m).all():
             raise NfkitError(f"{where}: keyframes[{i}].c2w must be a finite 4x4 matrix, got shape {m.shape}")
-        r = m[:3, :3]
-        if not np.allclose(r.T @ r, np.eye(3), atol=1e-3) or np.linalg.det(r) < 0:
-            raise NfkitError(f"{where}: keyframes[{i}].c2w rotation is not orthonormal")
+        if not is_rigid(m):
+            raise NfkitError(f"{where}: keyframes[{i}].c2w is not rigid (rotation not orthonormal with det +1, "
+                             f"or bottom row not 0 0 0 1)")
         mats.append(m)
     return CameraPath(mats, _num(d, "fov_deg", 1, 170, where), _num(d, "width", 8, 8192, where, True),
                       _num(d, "height", 8, 8192, where, True), _num(d, "fps", 1, 240, where),
@@ -107,22 +108,7 @@ def save_path(path, cam_path: CameraPath) -> Path:
 
 def interpolate(cam_path: CameraPath, n_frames: int | None = None) -> np.ndarray:
     """``[n_frames, 4, 4]`` OpenGL c2w along the path (first and last frames are the end keyframes)."""
-    keys = np.asarray(cam_path.keyframes, dtype=np.float64)
-    n = n_frames or cam_path.n_frames()
-    if len(keys) == 1 or n == 1:
-        return np.repeat(keys[:1], n, 0)
-    pos = keys[:, :3, 3]
-    quats = [quat_from_matrix(k[:3, :3]) for k in keys]
-    ext = np.concatenate([pos[:1], pos, pos[-1:]])
-    out = np.tile(np.eye(4), (n, 1, 1))
-    for f, s in enumerate(np.linspace(0, len(keys) - 1, n)):
-        j = min(int(s), len(keys) - 2)
-        u = s - j
-        p0, p1, p2, p3 = ext[j], ext[j + 1], ext[j + 2], ext[j + 3]
-        out[f, :3, 3] = 0.5 * (2 * p1 + (p2 - p0) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u * u
-                               + (3 * p1 - p0 - 3 * p2 + p3) * u ** 3)
-        out[f, :3, :3] = matrix_from_quat(slerp(quats[j], quats[j + 1], u))
-    return out
+    return interpolate_poses(cam_path.keyframes, n_frames or cam_path.n_frames())
 
 
 # ---------------------------------------------------------------- video

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nfkit.errors import NfkitError
+from nfkit.poses import matrix_from_quat, quat_from_matrix, slerp  # noqa: F401  (re-exported)
 from nfkit.renderers.camera_range import look_at as camera_look_at
 
 MODES = ("rgb", "depth", "opacity", "normals")
@@ -26,47 +27,7 @@ _FLIP = np.diag([1.0, -1.0, -1.0])  # OpenGL <-> OpenCV camera axes (its own inv
 
 
 # ---------------------------------------------------------------- rotations and camera conventions
-def quat_from_matrix(r: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation -> unit quaternion ``(w, x, y, z)`` with w >= 0 (Shepperd's method)."""
-    r = np.asarray(r, dtype=np.float64)
-    tr = np.trace(r)
-    cands = [tr, r[0, 0], r[1, 1], r[2, 2]]
-    k = int(np.argmax(cands))
-    if k == 0:
-        s = 2 * math.sqrt(max(tr + 1, 1e-12))
-        q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-    else:
-        i, j, m = k - 1, k % 3, (k + 1) % 3
-        s = 2 * math.sqrt(max(1 + r[i, i] - r[j, j] - r[m, m], 1e-12))
-        q = [0.0] * 4
-        q[0] = (r[m, j] - r[j, m]) / s
-        q[1 + i] = s / 4
-        q[1 + j] = (r[j, i] + r[i, j]) / s
-        q[1 + m] = (r[m, i] + r[i, m]) / s
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
-def matrix_from_quat(q: np.ndarray) -> np.ndarray:
-    """Quaternion ``(w, x, y, z)`` (any norm) -> [3, 3] rotation."""
-    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation of unit quaternions (shortest arc)."""
-    q0, q1 = np.asarray(q0, float), np.asarray(q1, float)
-    dot = float(q0 @ q1)
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + t * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = math.acos(min(dot, 1.0))
-    return (math.sin((1 - t) * th) * q0 + math.sin(t * th) * q1) / math.sin(th)
+# quat_from_matrix, matrix_from_quat, slerp: scipy-based, in nfkit.poses (imported above)
 
 
 def c2w_from_viser(wxyz, position) -> np.ndarray:

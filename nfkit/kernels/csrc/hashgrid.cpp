@@ -16,19 +16,39 @@ struct Level {
   bool dense;
 };
 
-std::vector<Level> make_levels(const at::Tensor& offsets, const at::Tensor& scales, const at::Tensor& res) {
+// Checks the level layout (offsets [L+1] int64 increasing from >= 0, scales [L] finite float32, res [L] int64 >= 1,
+// every level 1 .. 2^32-1 entries) and that the table holds offsets[L] * n_features entries.
+std::vector<Level> make_levels(const at::Tensor& offsets, const at::Tensor& scales, const at::Tensor& res,
+                               int64_t n_features, int64_t table_entries) {
+  TORCH_CHECK(n_features == 1 || n_features == 2 || n_features == 4 || n_features == 8,
+              "n_features_per_level must be 1, 2, 4 or 8, got ", n_features);
+  CHECK_CPU_TYPE(offsets, at::kLong, "int64");
+  CHECK_CPU_TYPE(scales, at::kFloat, "float32");
+  CHECK_CPU_TYPE(res, at::kLong, "int64");
+  TORCH_CHECK(scales.dim() == 1 && scales.size(0) >= 1, "scales must be [L] with L >= 1, got ", scales.sizes());
+  const int64_t nl = scales.size(0);
+  TORCH_CHECK(res.dim() == 1 && res.size(0) == nl, "res must be [L] (L = ", nl, "), got ", res.sizes());
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == nl + 1, "offsets must be [L + 1] (L = ", nl, "), got ",
+              offsets.sizes());
   auto o = offsets.accessor<int64_t, 1>();
   auto s = scales.accessor<float, 1>();
   auto r = res.accessor<int64_t, 1>();
-  std::vector<Level> lv(s.size(0));
-  for (int64_t l = 0; l < s.size(0); ++l) {
+  TORCH_CHECK(o[0] >= 0, "offsets[0] must be >= 0");
+  std::vector<Level> lv(nl);
+  for (int64_t l = 0; l < nl; ++l) {
+    const int64_t size = o[l + 1] - o[l];
+    TORCH_CHECK(size >= 1 && size <= (int64_t)UINT32_MAX, "level ", l, " must hold 1 .. 2^32-1 entries, got ", size);
+    TORCH_CHECK(r[l] >= 1 && r[l] <= (int64_t)UINT32_MAX, "res[", l, "] must be >= 1, got ", r[l]);
+    TORCH_CHECK(std::isfinite(s[l]), "scales[", l, "] must be finite");
     lv[l].scale = s[l];
     lv[l].res = (uint32_t)r[l];
-    lv[l].size = (uint32_t)(o[l + 1] - o[l]);
+    lv[l].size = (uint32_t)size;
     lv[l].offset = o[l];
     uint64_t r3 = (uint64_t)r[l] * r[l] * r[l];
     lv[l].dense = r3 <= lv[l].size;
   }
+  TORCH_CHECK(o[nl] <= table_entries / n_features, "the table holds ", table_entries, " values, the levels need ",
+              o[nl], " x ", n_features);
   return lv;
 }
 
@@ -137,10 +157,9 @@ void bwd_impl(const float* go_rows, const float* x, float* gt, int64_t n, const 
 
 at::Tensor hash_encode_forward(at::Tensor x, at::Tensor params, at::Tensor offsets, at::Tensor scales,
                                at::Tensor res, int64_t n_features) {
-  CHECK_CPU_FLOAT(x);
+  CHECK_POINTS(x);
   CHECK_CPU_FLOAT(params);
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3, "x must be [N, 3]");
-  auto lv = make_levels(offsets, scales, res);
+  auto lv = make_levels(offsets, scales, res, n_features, params.numel());
   const int64_t n = x.size(0), nl = lv.size();
   auto out = at::empty({n, nl * n_features}, x.options());
   const float* xp = x.data_ptr<float>();
@@ -159,9 +178,12 @@ at::Tensor hash_encode_forward(at::Tensor x, at::Tensor params, at::Tensor offse
 at::Tensor hash_encode_backward(at::Tensor grad_out, at::Tensor x, at::Tensor offsets, at::Tensor scales,
                                 at::Tensor res, int64_t n_features, int64_t n_params) {
   CHECK_CPU_FLOAT(grad_out);
-  CHECK_CPU_FLOAT(x);
-  auto lv = make_levels(offsets, scales, res);
-  const int64_t n = x.size(0);
+  CHECK_POINTS(x);
+  TORCH_CHECK(n_params >= 0, "n_params must be >= 0, got ", n_params);
+  auto lv = make_levels(offsets, scales, res, n_features, n_params);
+  const int64_t n = x.size(0), nl = lv.size();
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == n && grad_out.size(1) == nl * n_features,
+              "grad_out must be [N, L * F] = [", n, ", ", nl * n_features, "], got ", grad_out.sizes());
   auto grad = at::empty({n_params}, x.options());
   const float* gp = grad_out.data_ptr<float>();
   const float* xp = x.data_ptr<float>();

@@ -12,6 +12,31 @@
 namespace {
 
 constexpr int kMaxLevels = 4;
+constexpr int64_t kMaxRes = 4096;                 // occupancy grids beyond 4096^3 cells are not a CPU use
+constexpr double kMaxSamplesPerRay = 1e8;         // lattice points one ray may walk (step vs. segment length)
+
+// Per-ray inputs: [N, 3] origins and directions, [N] t_near / t_far (and jitter in [0, 1)); the step positive and
+// finite, and every ray that has a segment (t_near < t_far) a finite one of at most kMaxSamplesPerRay steps, so
+// every walk ends.
+int64_t check_rays(const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& t_near,
+                   const at::Tensor& t_far, double step) {
+  CHECK_POINTS(rays_o);
+  CHECK_POINTS(rays_d);
+  const int64_t n = rays_o.size(0);
+  TORCH_CHECK(rays_d.size(0) == n, "rays_d must be [N, 3] with N = ", n, ", got ", rays_d.sizes());
+  CHECK_PER_RAY(t_near, n);
+  CHECK_PER_RAY(t_far, n);
+  TORCH_CHECK(std::isfinite(step) && step > 0.0, "step must be finite and > 0, got ", step);
+  const float* tn = t_near.data_ptr<float>();
+  const float* tf = t_far.data_ptr<float>();
+  for (int64_t r = 0; r < n; ++r) {
+    if (!(tn[r] < tf[r])) continue;  // no segment (or NaN): the walk returns at once
+    TORCH_CHECK(std::isfinite(tn[r]) && std::isfinite(tf[r]) && (tf[r] - tn[r]) / step <= kMaxSamplesPerRay,
+                "ray ", r, ": the segment [", tn[r], ", ", tf[r], "] must be finite and at most ",
+                kMaxSamplesPerRay, " steps of ", step);
+  }
+  return n;
+}
 
 struct Grid {
   const bool* bin;
@@ -55,7 +80,11 @@ struct Grid {
 
 Grid make_grid(const at::Tensor& binary, const std::vector<at::Tensor>& mips, const std::vector<int64_t>& factors,
                const at::Tensor& aabb, int64_t res) {
-  TORCH_CHECK(binary.scalar_type() == at::kBool && binary.is_contiguous(), "binary must be contiguous bool");
+  TORCH_CHECK(res >= 1 && res <= kMaxRes, "grid resolution must be 1 .. ", kMaxRes, ", got ", res);
+  CHECK_CPU_TYPE(binary, at::kBool, "bool");
+  TORCH_CHECK(binary.numel() == res * res * res, "binary must hold res^3 = ", res * res * res, " cells, got ",
+              binary.numel());
+  check_aabb(aabb, "aabb");
   TORCH_CHECK(mips.size() == factors.size() && (int)mips.size() <= kMaxLevels, "one factor per mip level, at most 4");
   Grid g;
   g.bin = binary.data_ptr<bool>();
@@ -68,7 +97,7 @@ Grid make_grid(const at::Tensor& binary, const std::vector<at::Tensor>& mips, co
     TORCH_CHECK(g.factor[l] >= 2 && (g.factor[l] & (g.factor[l] - 1)) == 0 && (l == 0 || g.factor[l] < g.factor[l - 1]),
                 "mip factors must be decreasing powers of two >= 2");
     g.shift[l] = __builtin_ctz(g.factor[l]);
-    TORCH_CHECK(mips[l].scalar_type() == at::kBool && mips[l].is_contiguous() &&
+    TORCH_CHECK(mips[l].device().is_cpu() && mips[l].scalar_type() == at::kBool && mips[l].is_contiguous() &&
                     mips[l].numel() == (int64_t)g.cres[l] * g.cres[l] * g.cres[l],
                 "mip level must be a contiguous bool grid of ceil(res / factor)^3 cells");
     g.mip[l] = mips[l].data_ptr<bool>();
@@ -116,13 +145,14 @@ inline int64_t walk(const Grid& g, const float* ro, const float* rd, float tn, f
 std::vector<at::Tensor> march(at::Tensor rays_o, at::Tensor rays_d, at::Tensor t_near, at::Tensor t_far,
                               at::Tensor jitter, double step, at::Tensor binary, at::Tensor aabb, int64_t res,
                               int64_t max_per_ray, std::vector<at::Tensor> mips, std::vector<int64_t> factors) {
-  CHECK_CPU_FLOAT(rays_o);
-  CHECK_CPU_FLOAT(rays_d);
-  CHECK_CPU_FLOAT(t_near);
-  CHECK_CPU_FLOAT(t_far);
-  CHECK_CPU_FLOAT(jitter);
+  const int64_t n = check_rays(rays_o, rays_d, t_near, t_far, step);
+  CHECK_PER_RAY(jitter, n);
+  for (int64_t r = 0; r < n; ++r) {
+    const float j = jitter.data_ptr<float>()[r];
+    TORCH_CHECK(j >= 0.f && j <= 1.f, "jitter must lie in [0, 1], ray ", r, " has ", j);
+  }
+  TORCH_CHECK(max_per_ray >= 0, "max_per_ray must be >= 0 (0: no cap), got ", max_per_ray);
   const Grid g = make_grid(binary, mips, factors, aabb, res);
-  const int64_t n = rays_o.size(0);
   const float* o = rays_o.data_ptr<float>();
   const float* dd = rays_d.data_ptr<float>();
   const float* tn = t_near.data_ptr<float>();
@@ -170,15 +200,14 @@ std::vector<at::Tensor> march_cached(at::Tensor rays_o, at::Tensor rays_d, at::T
                                      double step, at::Tensor binary, at::Tensor aabb, int64_t res,
                                      std::vector<at::Tensor> mips, std::vector<int64_t> factors, at::Tensor cache,
                                      at::Tensor cache_aabb, double weight_eps, double early_stop) {
-  CHECK_CPU_FLOAT(rays_o);
-  CHECK_CPU_FLOAT(rays_d);
-  CHECK_CPU_FLOAT(t_near);
-  CHECK_CPU_FLOAT(t_far);
+  const int64_t n = check_rays(rays_o, rays_d, t_near, t_far, step);
   CHECK_CPU_FLOAT(cache);
   TORCH_CHECK(cache.dim() == 3 && cache.size(0) == cache.size(1) && cache.size(1) == cache.size(2) &&
-                  cache.size(0) >= 2, "cache must be [R, R, R] with R >= 2");
+                  cache.size(0) >= 2, "cache must be [R, R, R] with R >= 2, got ", cache.sizes());
+  check_aabb(cache_aabb, "cache_aabb");
+  TORCH_CHECK(std::isfinite(weight_eps) && std::isfinite(early_stop), "weight_eps and early_stop must be finite");
   const Grid g = make_grid(binary, mips, factors, aabb, res);
-  const int64_t n = rays_o.size(0), cr = cache.size(0);
+  const int64_t cr = cache.size(0);
   const float* cv = cache.data_ptr<float>();
   auto ca = cache_aabb.accessor<float, 2>();
   float clo[3], cext[3];

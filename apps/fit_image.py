@@ -6,7 +6,7 @@ Writes ``DIR/metrics.json`` (psnr, ssim, steps, train_seconds, n_params, field, 
 (original | reconstruction). IMAGE is an image file or ``skimage:NAME`` (a photograph bundled with
 scikit-image, e.g. ``skimage:astronaut``; no network needed).
 
-Also home of :func:`fit_points`, the regression loop shared with ``nfkit fit-sdf`` and ``bench/fields.py``.
+Training: :func:`nfkit.objectives.fit_points` (the shared loop with a regression objective; re-exported here).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from nfkit.atomic import write_json_atomic
 from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
 from nfkit.errors import NfkitError
+from nfkit.objectives import fit_points  # the regression loop lives in the library (re-exported here)
 
 FAMILIES = ("mlp", "cam", "rbf", "triplane", "hashgrid")  # hashgrid: the hashgrid-coord family (image/shape signals)
 
@@ -105,43 +105,6 @@ def pixel_coords(h: int, w: int) -> torch.Tensor:
     """[H * W, 2] row-major pixel centres in [0, 1]^2: ((u + 0.5) / W, (v + 0.5) / H)."""
     v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     return torch.stack([(u.flatten() + 0.5) / w, (v.flatten() + 0.5) / h], -1)
-
-
-def fit_points(field, batch_fn, loss_fn, steps: int, max_seconds: float = 0.0, lr: float = 1e-2,
-               callback=None, warmup: int = 50, final_lr_factor: float = 0.03) -> dict:
-    """Regression loop: ``batch_fn(step)`` -> (inputs, target); ``loss_fn(field, inputs, target)`` -> scalar loss.
-
-    Adam as the trainer (:func:`nfkit.trainer.make_adam`; the field's ``param_groups(lr)`` when it has them), a linear
-    warm-up over ``warmup`` steps, then exponential decay to ``final_lr_factor`` of the rate at the end (by steps, or
-    by time when ``max_seconds`` binds first). ``callback(step, elapsed, loss, field)`` runs after each step (untimed).
-    Returns {steps, train_seconds, loss}."""
-    from nfkit.trainer import make_adam
-
-    groups = field.param_groups(lr) if hasattr(field, "param_groups") else [{"params": list(field.parameters())}]
-    opt = make_adam(groups, lr)
-    base = [g["lr"] for g in opt.param_groups]
-    step, elapsed, loss_v = 0, 0.0, float("nan")
-    field.train()
-    while step < steps and not (max_seconds > 0 and elapsed >= max_seconds):
-        t0 = time.perf_counter()
-        progress = min(1.0, max(step / max(1, steps), elapsed / max_seconds if max_seconds > 0 else 0.0))
-        f = min(1.0, (step + 1) / max(1, warmup)) * final_lr_factor ** progress
-        for g, b in zip(opt.param_groups, base):
-            g["lr"] = b * f
-        x, y = batch_fn(step)
-        loss = loss_fn(field, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        elapsed += time.perf_counter() - t0
-        loss_v = loss.item()
-        if not math.isfinite(loss_v):
-            raise NfkitError(f"training diverged at step {step} (loss {loss_v}); try a lower --lr")
-        if callback is not None:
-            callback(step, elapsed, loss_v, field)
-    field.eval()
-    return {"steps": step, "train_seconds": elapsed, "loss": loss_v}
 
 
 @torch.no_grad()

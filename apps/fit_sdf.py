@@ -23,8 +23,9 @@ import torch
 
 from nfkit.atomic import write_json_atomic
 from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
-from nfkit.apps.fit_image import FAMILIES, coord_family, fit_points
+from nfkit.apps.fit_image import FAMILIES, coord_family
 from nfkit.errors import NfkitError
+from nfkit.objectives import fit_points
 
 @dataclass
 class SDFFitConfig:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nfkit.errors import NfkitError
+from nfkit.fields.base import capabilities_of, kind_of
 from nfkit.poses import matrix_from_quat, quat_from_matrix, slerp  # noqa: F401  (re-exported)
 from nfkit.renderers.camera_range import look_at as camera_look_at
 
@@ -68,30 +69,49 @@ def camera_state(cam):
 
 class CroppedField:
     """A field seen through a crop box ``[lo, hi]`` (world): zero density (SDF: far outside) beyond it.
-    Keeps the optional ``geometry``/``color`` fast path and ``view_dependent_density`` of the wrapped field."""
+    Declares the wrapped field's kind and capabilities (``geometry``/``color`` fast path, view-dependent density)."""
 
     def __init__(self, field, lo, hi):
-        self.field, self.kind, self.aabb = field, getattr(field, "kind", "density"), field.aabb
+        self.field, self.kind, self.aabb = field, kind_of(field), field.aabb
+        self.capabilities = capabilities_of(field)
         self.lo, self.hi = torch.as_tensor(lo).float(), torch.as_tensor(hi).float()
-        if hasattr(field, "geometry") and hasattr(field, "color"):
-            self.geometry, self.color = self._geometry, field.color
         self.background = getattr(field, "background", lambda d: None)  # what lies beyond is not cropped
-        self.view_dependent_density = getattr(field, "view_dependent_density", False)
+
+    def _inside(self, x):
+        return ((x >= self.lo.to(x.device)) & (x <= self.hi.to(x.device))).all(-1)
 
     def _cut(self, x, s):
-        inside = ((x >= self.lo.to(x.device)) & (x <= self.hi.to(x.device))).all(-1)
-        return torch.where(inside, s, torch.full_like(s, 1e3 if self.kind == "sdf" else 0.0))
+        return torch.where(self._inside(x), s, torch.full_like(s, 1e3 if self.kind == "sdf" else 0.0))
 
     def density(self, x):
         return self._cut(x, self.field.density(x))
 
-    def _geometry(self, x):
+    def density_seen(self, x, d):
+        return self._cut(x, self.field.density_seen(x, d))
+
+    def sdf(self, x):
+        return self._cut(x, self.field.sdf(x))
+
+    def sdf_and_gradient(self, x, create_graph=False):
+        s, g = self.field.sdf_and_gradient(x, create_graph)
+        return self._cut(x, s), g
+
+    def surface(self):
+        return self.field.surface()
+
+    def geometry(self, x):
         s, feats = self.field.geometry(x)
         return self._cut(x, s), feats
 
+    def color(self, feats, d):
+        return self.field.color(feats, d)
+
     def __call__(self, x, d):
         out = self.field(x, d)
-        out.density = self._cut(x, out.density)
+        if out.density is not None:
+            out.density = self._cut(x, out.density)
+        if out.sdf is not None:
+            out.sdf = self._cut(x, out.sdf)
         return out
 
 
@@ -144,12 +164,13 @@ def colormap(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _normals(field, pts: torch.Tensor, eps: float) -> torch.Tensor:
-    """World normals [N, 3] at pts [N, 3] by central differences of ``field.density`` (an SDF for kind sdf)."""
+    """World normals [N, 3] at pts [N, 3] by central differences of ``field.density`` (``field.sdf`` for kind sdf)."""
     offs = torch.eye(3) * eps
     x = torch.cat([pts + o for o in offs] + [pts - o for o in offs])
-    s = field.density(x).float().reshape(6, -1)
+    sdf = kind_of(field) == "sdf"
+    s = (field.sdf(x) if sdf else field.density(x)).float().reshape(6, -1)
     g = (s[:3] - s[3:]).T
-    g = g if getattr(field, "kind", "density") == "sdf" else -g
+    g = g if sdf else -g
     return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 

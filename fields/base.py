@@ -7,22 +7,32 @@ A field maps points in **normalised scene coordinates** (the dataset's normalise
 * ``field(x, d)``: x [N, 3], d [N, 3] unit -> :class:`FieldOutput` (``density`` [N], ``rgb`` [N, 3] in [0, 1],
   optional ``features`` [N, K]);
 * ``field.aabb``: [2, 3] buffer, the region the field models;
-* ``field.kind``: ``"density"`` or ``"sdf"``;
+* ``field.kind`` (class constant, or fixed at build time from the config): ``"density"`` (radiance fields) or
+  ``"sdf"`` (signed distance, negative inside) for 3-D renderable fields; the coordinate fits also declare
+  ``"image"`` and ``"occupancy"``. Code that can draw only some kinds checks it with :func:`require_kind`;
+* ``field.capabilities``: a frozen :class:`Capabilities`, declared per family as data (from the config where it
+  depends on it), never discovered through ``hasattr``:
+
+  - ``geometry_split``: the fast path ``field.geometry(x)`` -> (sigma [N], features [N, K]) and
+    ``field.color(features, d)`` -> rgb [N, 3], so the inference renderer computes colour only where it matters
+    without re-evaluating the geometry (without it both raise :class:`NfkitError`);
+  - ``view_dependent_density``: the density depends on the view direction (CAM with its trunk modulated by the
+    view). ``density(x)`` is then a direction-free stand-in; the renderers, the occupancy grid, mesh export and
+    the viewer's density cache use the density seen along views instead (``field.density_seen(x, d)``;
+    :mod:`nfkit.renderers.view_density`);
+  - ``channels``: names of the extra per-point outputs in ``FieldOutput.channels`` (NEAT's attraction offsets,
+    semantics, ...), composited along rays with the colour's weights.
+* ``field.has_background``: whether an environment map is attached (unbounded captures); ``field.background(d)``:
+  d [N, 3] unit ray directions -> rgb [N, 3], the colour a ray sees when it leaves the AABB unabsorbed (renderers
+  composite it with the remaining transmittance), or ``None`` when the field has none; see
+  :mod:`nfkit.fields.background` (attached as the submodule ``background_model``, saved with the field file).
 * ``field.config``: a dataclass that, with ``family``, rebuilds the field (:func:`build_field`).
 
-Optional fast path (used by the inference renderer when present): ``field.geometry(x)`` -> (sigma [N],
-features [N, K]) and ``field.color(features, d)`` -> rgb [N, 3], so colour is computed only where it matters
-without re-evaluating the geometry.
-
-Optional ``field.view_dependent_density`` (bool, False when absent): the density depends on the view direction
-(CAM with its trunk modulated by the view). ``density(x)`` is then a direction-free stand-in; the renderers, the
-trainer's occupancy grid, mesh export and the viewer's density cache use the density seen along views instead (``field(x, d).density``, or
-the optional ``field.density_seen(x, d)`` without the colour head; :mod:`nfkit.renderers.view_density`).
-
-Optional background (unbounded captures): ``field.background(d)``: d [N, 3] unit ray directions -> rgb [N, 3],
-the colour a ray sees when it leaves the AABB unabsorbed (renderers composite it with the remaining
-transmittance), or ``None`` when the field has none; see :mod:`nfkit.fields.background` (attached as the
-submodule ``background_model``, saved and loaded with the field file).
+SDF fields (kind ``"sdf"``, :mod:`nfkit.fields.sdf`) answer ``field.sdf(x)`` -> [N] and
+``field.sdf_and_gradient(x, create_graph)`` -> (sdf [N], grad [N, 3]) instead of ``density(x)``; their
+``forward`` returns ``FieldOutput(density=None, rgb, features, sdf, gradient)`` (the gradient differentiable
+when grad mode is on) and ``field.surface()`` gives the surface-to-density model the renderer uses (the
+family ``neus`` learns it: submodule ``surface_model``, :class:`nfkit.fields.sdf.SurfaceDensity`).
 
 Volume features (what ``nfkit convert`` distils, PVD's common interface; every radiance family has them):
 ``field.volume(x, d=None)`` -> :class:`VolumeFeature` (``log_sigma`` [N]: the raw log-density, sigma =
@@ -44,14 +54,55 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from nfkit.errors import FieldFileError
+from nfkit.errors import FieldFileError, NfkitError
+
+RENDERABLE_KINDS = ("density", "sdf")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a field offers beyond the protocol's minimum (see the module docstring)."""
+
+    geometry_split: bool = False  # geometry(x) -> (sigma, feats) and color(feats, d)
+    view_dependent_density: bool = False  # the density depends on d (density_seen(x, d))
+    channels: tuple[str, ...] = ()  # names of FieldOutput.channels
+
+
+NO_CAPABILITIES = Capabilities()
 
 
 @dataclass
 class FieldOutput:
-    density: torch.Tensor  # [N] (or the SDF for kind == "sdf")
+    """Per-point outputs. Radiance fields: ``density`` [N] >= 0. SDF fields: ``density`` None, ``sdf`` [N] and
+    ``gradient`` [N, 3] (grad f, with graph when grad mode is on). ``channels``: name -> [N, C] extra outputs
+    (those of ``field.capabilities.channels``)."""
+
+    density: torch.Tensor | None  # [N]
     rgb: torch.Tensor  # [N, 3] in [0, 1]
     features: torch.Tensor | None = None  # [N, K]
+    sdf: torch.Tensor | None = None  # [N]
+    gradient: torch.Tensor | None = None  # [N, 3]
+    channels: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+def capabilities_of(field) -> Capabilities:
+    """``field.capabilities``; objects that are not :class:`Field` and declare none (plain modules with
+    ``density``/``forward``, e.g. test doubles) have none: :data:`NO_CAPABILITIES`."""
+    return getattr(field, "capabilities", NO_CAPABILITIES)
+
+
+def kind_of(field) -> str:
+    """``field.kind``; ``"density"`` for plain modules that declare none."""
+    return getattr(field, "kind", "density")
+
+
+def require_kind(field, kinds: tuple[str, ...], what: str) -> None:
+    """Raise :class:`NfkitError` (one line) unless ``field``'s kind is one of ``kinds``; ``what`` names the code
+    path, e.g. ``require_kind(field, ("density",), "the viewer's density cache")``."""
+    kind = kind_of(field)
+    if kind not in kinds:
+        fam = getattr(field, "family", "") or type(field).__name__
+        raise NfkitError(f"{what} needs a {' or '.join(kinds)} field, got a {kind} field ({fam})")
 
 
 SIGMA_CLIP = (-2.0, 7.0)  # log-density range compared by distillation (PVD's sigma_clip_min / max)
@@ -75,6 +126,7 @@ class Field(nn.Module):
 
     family: ClassVar[str] = ""
     kind: ClassVar[str] = "density"
+    capabilities: ClassVar[Capabilities] = NO_CAPABILITIES  # families whose config decides override as a property
 
     def __init__(self, config, aabb: torch.Tensor):
         super().__init__()
@@ -94,10 +146,44 @@ class Field(nn.Module):
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> FieldOutput:
         raise NotImplementedError
 
+    def geometry(self, x: torch.Tensor):
+        """Fast path (``capabilities.geometry_split``): x [N, 3] -> (sigma [N], features [N, K])."""
+        raise NfkitError(f"{self.family or type(self).__name__} field has no geometry/colour split")
+
+    def color(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Fast path (``capabilities.geometry_split``): features from :meth:`geometry`, d [N, 3] -> rgb [N, 3]."""
+        raise NfkitError(f"{self.family or type(self).__name__} field has no geometry/colour split")
+
+    def density_seen(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """sigma [N] at x seen along unit d [N, 3]; families with a view-dependent density override it without
+        the colour head. Default: ``field(x, d).density``."""
+        return self(x, d).density
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """SDF fields: signed distance [N] at x [N, 3] (world units, negative inside)."""
+        require_kind(self, ("sdf",), "sdf(x)")
+        raise NotImplementedError
+
+    def sdf_and_gradient(self, x: torch.Tensor, create_graph: bool = False):
+        """SDF fields: (sdf [N], grad f [N, 3]); differentiable w.r.t. the parameters when ``create_graph``."""
+        require_kind(self, ("sdf",), "sdf_and_gradient(x)")
+        raise NotImplementedError
+
+    def surface(self):
+        """SDF fields: the surface-to-density model (:class:`nfkit.fields.sdf.SurfaceDensity`) the renderer uses."""
+        require_kind(self, ("sdf",), "surface()")
+        raise NotImplementedError
+
+    @property
+    def has_background(self) -> bool:
+        """Whether an environment map (submodule ``background_model``) is attached."""
+        return "background_model" in self._modules
+
     def volume(self, x: torch.Tensor, d: torch.Tensor | None = None) -> VolumeFeature:
         """x [N, 3] world, d [N, 3] unit or None -> :class:`VolumeFeature` (default: from ``geometry()``, or from
-        ``forward`` for fields without the fast path)."""
-        if hasattr(self, "geometry"):
+        ``forward`` for fields without the fast path). Radiance fields only."""
+        require_kind(self, ("density",), f"{self.family} volume features (nfkit convert)")
+        if self.capabilities.geometry_split:
             sigma, feats = self.geometry(x)
         else:
             if d is None:
@@ -111,7 +197,7 @@ class Field(nn.Module):
 
     def volume_color(self, vf: VolumeFeature, d: torch.Tensor) -> torch.Tensor:
         """The colour head on a :class:`VolumeFeature` from :meth:`volume`: rgb [N, 3] in [0, 1]."""
-        if not hasattr(self, "color"):
+        if not self.capabilities.geometry_split:
             raise NotImplementedError(f"{self.family}: no colour head on volume features")
         return self.color(vf.head if vf.head is not None else vf.geo, d)
 

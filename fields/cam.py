@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfkit.errors import NfkitError
-from nfkit.fields.base import register_field
+from nfkit.fields.base import Capabilities, register_field
 from nfkit.fields.coordnet import check_choice, sample_planes, with_defaults
 from nfkit.fields.encodings import sh_encode
 from nfkit.fields.mlp import MLPCore, MLPField
@@ -136,9 +136,11 @@ class CAMField(MLPField):
         return CAMCore(self.make_encoding(dim), c.hidden, c.n_layers, "none" if self._view_color() else c.norm)
 
     @property
-    def view_dependent_density(self) -> bool:
-        """The trunk is modulated by the view: the density depends on d (see :mod:`nfkit.renderers.view_density`)."""
-        return self.config.mod_coord == "view" and not self._view_color()
+    def capabilities(self) -> Capabilities:
+        """With the trunk modulated by the view the density depends on d (see
+        :mod:`nfkit.renderers.view_density`) and there is no geometry/colour split."""
+        view = self.config.signal == "radiance" and self.config.mod_coord == "view" and not self._view_color()
+        return Capabilities(geometry_split=self.has_fast_path(), view_dependent_density=view)
 
     def density_seen(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """Radiance: sigma [N] at x [N, 3] seen along unit d [N, 3], without the colour head."""

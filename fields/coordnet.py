@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nfkit.errors import NfkitError
-from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, trunc_exp_activation
+from nfkit.fields.base import (LOG_SIGMA_OUTSIDE, Capabilities, Field, FieldOutput, VolumeFeature, require_kind,
+                               trunc_exp_activation)
 from nfkit.fields.encodings import sh_encode
 from nfkit.fields.hashgrid import mlp  # one tiny-MLP builder for every family
 from nfkit.fields.precision import PRECISIONS, in_bfloat16, uses_bfloat16
@@ -219,21 +220,38 @@ class CoordField(Field):
         return self._color(vf.geo, d)
 
     def has_fast_path(self) -> bool:
+        """Whether the geometry/colour split applies (radiance, and a geometry that does not depend on the view)."""
         return self.config.signal == "radiance"
 
     @property
-    def geometry(self):
-        """Optional fast path (radiance only, and only when the geometry does not depend on the view):
-        ``geometry(x)`` -> (sigma [N], features [N, K]); ``color(features, d)`` -> rgb [N, 3]."""
-        if not self.has_fast_path():
-            raise AttributeError("geometry")
-        return self._geometry
+    def capabilities(self) -> Capabilities:
+        return Capabilities(geometry_split=self.has_fast_path())
 
-    @property
-    def color(self):
+    def geometry(self, x: torch.Tensor):
+        """Fast path (``capabilities.geometry_split``): ``geometry(x)`` -> (sigma [N], features [N, K]);
+        ``color(features, d)`` -> rgb [N, 3]."""
         if not self.has_fast_path():
-            raise AttributeError("color")
-        return self._color
+            return super().geometry(x)
+        return self._geometry(x)
+
+    def color(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        if not self.has_fast_path():
+            return super().color(feats, d)
+        return self._color(feats, d)
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """SDF signal: the signed distance [N] (as :meth:`density`, which the coordinate fits keep using)."""
+        require_kind(self, ("sdf",), f"{self.family} sdf(x)")
+        return self.raw(self.coords(x))[:, 0]
+
+    def sdf_and_gradient(self, x: torch.Tensor, create_graph: bool = False):
+        """SDF signal: (sdf [N], grad [N, 3]) by autograd through the core."""
+        require_kind(self, ("sdf",), f"{self.family} sdf_and_gradient(x)")
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            s = self.sdf(xg)
+            (g,) = torch.autograd.grad(s.sum(), xg, create_graph=create_graph)
+        return (s if create_graph else s.detach()), g
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Radiance: sigma [N] >= 0. SDF: signed distance [N]. Occupancy: logit [N]. Image: ones [N]."""
@@ -254,8 +272,8 @@ class CoordField(Field):
         if s == "image":
             rgb = torch.sigmoid(self.raw(self.coords(x)))
             return FieldOutput(torch.ones_like(rgb[:, 0]), rgb)
-        v = self.raw(self.coords(x))[:, 0]
-        return FieldOutput(v, torch.full((x.shape[0], 3), 0.5, device=x.device))
+        v = self.raw(self.coords(x))[:, 0]  # sdf / occupancy logit; density keeps it for the coordinate fits
+        return FieldOutput(v, torch.full((x.shape[0], 3), 0.5, device=x.device), sdf=v if s == "sdf" else None)
 
     def param_groups(self, lr: float) -> list[dict]:
         """Adam groups: grid-like parameters at lr * grid_lr_scale (no weight decay), the rest at

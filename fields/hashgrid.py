@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Field, FieldOutput, VolumeFeature, register_field, trunc_exp_activation
+from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Capabilities, Field, FieldOutput, VolumeFeature, register_field, trunc_exp_activation
 from nfkit.fields.encodings import HashEncoding, HashGridConfig, sh_encode
 
 
@@ -25,6 +25,7 @@ class HashGridField(Field):
     """Density: MLP(hash(x)) -> [raw density, 15 geometry features]; colour: MLP(SH(d), geometry features)."""
 
     family = "hashgrid"
+    capabilities = Capabilities(geometry_split=True)
 
     @dataclass
     class Config:

@@ -62,6 +62,8 @@ def _cut(out, n: int):
         return None
     if isinstance(out, tuple):
         return tuple(_cut(o, n) for o in out)
+    if isinstance(out, dict):  # FieldOutput.channels
+        return {k: _cut(v, n) for k, v in out.items()}
     if dataclasses.is_dataclass(out):
         return dataclasses.replace(out, **{f.name: _cut(getattr(out, f.name), n) for f in dataclasses.fields(out)})
     return out[:n]

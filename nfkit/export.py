@@ -4,10 +4,10 @@
 * :func:`extract_mesh`: the field on a ``resolution``^3 lattice spanning its AABB (corners included; voxel =
   extent / (resolution - 1)), scikit-image marching cubes, vertices [V, 3] and faces [F, 3] (outward normals,
   counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
-  (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF and occupancy fields:
-  level 0 (negative / positive inside). A field whose density depends on the view is contoured at the mean of the
+  (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF fields: ``field.sdf``
+  at level 0 (negative inside); occupancy fields: the logit at 0 (positive inside). A field whose density depends on the view is contoured at the mean of the
   densities seen from a few camera centres (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex
-  colours: ``field(x, d)`` viewed along the inward normal (``d = -n``), for radiance fields.
+  colours: ``field(x, d)`` viewed along the inward normal (``d = -n``), for radiance and SDF fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
   filter (:func:`nfkit.cleanup.outlier_mask`: open3d when installed, else the same filter with scipy).
@@ -29,8 +29,10 @@ import torch
 
 from nfkit.cleanup import clean_mesh, outlier_mask, resolved_backend
 from nfkit.errors import NfkitError
+from nfkit.fields.base import kind_of, require_kind
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
+RENDERABLE = ("density", "sdf")  # kinds the renderer draws (points from rendered depth)
 
 
 def to_input_coords(points: np.ndarray, normalization: dict | None) -> np.ndarray:
@@ -72,18 +74,19 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
     if resolution < 8:
         raise NfkitError(f"--resolution must be at least 8, got {resolution}")
     aabb = field.aabb
-    vol = field_lattice(mean_view_density(field, centres), aabb, resolution)
-    if field.kind == "density":
+    kind = kind_of(field)
+    vol = field_lattice(field.sdf if kind == "sdf" else mean_view_density(field, centres), aabb, resolution)
+    if kind == "density":
         from nfkit.renderers import default_step_size
 
         level = density_level(opacity, step or default_step_size(aabb.cpu(), 256))
         sdf_like = -vol + level  # negative inside, as an SDF
-    elif field.kind == "sdf":
+    elif kind == "sdf":
         level, sdf_like = 0.0, vol
-    elif field.kind == "occupancy":
+    elif kind == "occupancy":
         level, sdf_like = 0.0, -vol
     else:
-        raise NfkitError(f"a {field.kind} field has no surface to mesh")
+        raise NfkitError(f"a {kind} field has no surface to mesh")
     if not (sdf_like.min() < 0 < sdf_like.max()):
         raise NfkitError(f"the field has no surface at level {level:.4g} inside its bounds "
                          f"(range {float(vol.min()):.4g} .. {float(vol.max()):.4g}); try another --opacity")
@@ -95,7 +98,7 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
     # volume) and its normals point inward (checked on a sphere in tests/test_export.py): flip them
     normals = -normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
     colors = None
-    if color and field.kind == "density":
+    if color and kind in RENDERABLE:
         x = torch.as_tensor(verts, dtype=torch.float32, device=aabb.device)
         n = torch.as_tensor(normals, dtype=torch.float32, device=aabb.device)
         rgb = torch.cat([field(xc, -nc).rgb.float().cpu() for xc, nc in zip(x.split(1 << 16), n.split(1 << 16))])
@@ -141,8 +144,7 @@ def extract_points(field, grid, opts, cams, max_points: int = 500_000, min_opaci
     from nfkit.renderers import image_rays
     from nfkit.renderers.render import render_rays_inference
 
-    if field.kind != "density":
-        raise NfkitError(f"--points needs a radiance field, got a {field.kind} field")
+    require_kind(field, RENDERABLE, "--points")
     pts, cols = [], []
     for i in range(len(cams)):
         rays_o, rays_d = image_rays(cams, i)

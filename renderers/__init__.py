@@ -1,4 +1,5 @@
 """The shared volumetric renderer: cameras and rays, occupancy-grid sampling, compositing."""
+from nfkit.fields.base import require_kind
 from nfkit.renderers.cameras import Cameras, image_rays, opencv_to_opengl, opengl_to_opencv, pixel_rays, ray_aabb
 from nfkit.renderers.compositing import composite_batched, composite_packed, weights_from_alpha, weights_from_density
 from nfkit.renderers.loading import camera_from_pose, load_renderable
@@ -11,5 +12,5 @@ __all__ = [
     "Cameras", "image_rays", "pixel_rays", "ray_aabb", "opencv_to_opengl", "opengl_to_opencv",
     "composite_packed", "composite_batched", "weights_from_density", "weights_from_alpha",
     "OccupancyGrid", "RenderOptions", "default_step_size", "render_rays", "render_image",
-    "march", "march_reference", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
+    "march", "march_reference", "require_kind", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
 ]

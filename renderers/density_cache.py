@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nfkit.fields.base import require_kind
 from nfkit.renderers.compositing import packed_exclusive_sum
 from nfkit.renderers.sampling import march_reference
 
@@ -28,6 +29,7 @@ class DensityCache:
     def build(cls, field, grid, res: int = 192, chunk: int = 1 << 17, density_fn=None) -> "DensityCache":
         """Bake ``density_fn`` (x [N, 3] -> sigma [N]; default ``field.density``) on a ``res``^3 lattice over the
         field's AABB, at the vertices next to occupied cells of ``grid`` (zero elsewhere)."""
+        require_kind(field, ("density",), "the viewer's density cache")
         density_fn = density_fn or field.density
         aabb = field.aabb.float()
         lin = torch.linspace(0, 1, res)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from nfkit.fields.base import capabilities_of
 from nfkit.fields.precision import call_padded
 from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
@@ -86,7 +87,7 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     alive = torch.nonzero(t_cur < t_far).flatten()
     k, n_samples = first_round, 0
     half = torch.full((n,), 0.5, device=dev)
-    fast = hasattr(field, "geometry") and hasattr(field, "color")
+    fast = capabilities_of(field).geometry_split
     view = view_dependent(field)  # density depends on d: one full evaluation gives density and colour
     pad = opts.bf16 and rays_o.device.type == "cpu"  # a few batch sizes only (see _padded)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=pad)
@@ -148,7 +149,7 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
     if ri.numel():
         x, d = rays_o[ri] + rays_d[ri] * t[:, None], rays_d[ri]
         amp = opts.bf16 and rays_o.device.type == "cpu"
-        fast = hasattr(field, "geometry") and hasattr(field, "color")
+        fast = capabilities_of(field).geometry_split
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             col = _padded(amp, lambda x, d: field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb, x, d)
         rgb.index_add_(0, ri, w[:, None] * col.float())

@@ -1,7 +1,7 @@
 """Density queries that respect fields whose density depends on the view direction.
 
-Most families' density is a function of x alone (``field.density(x)``). A field with
-``view_dependent_density = True`` (CAM with the trunk modulated by the view, :mod:`nfkit.fields.cam`) trains
+Most families' density is a function of x alone (``field.density(x)``). A field whose capabilities declare
+``view_dependent_density`` (CAM with the trunk modulated by the view, :mod:`nfkit.fields.cam`) trains
 with the density ``field(x, d).density`` of the ray it is seen along; its ``density(x)`` is only a
 direction-free stand-in (the grid-mean modulation), which drifts from what any view sees as training goes on
 (a wide CAM trunk after a 600 s fit on lego/100: test PSNR 25.9 dB rendered with ``density(x)``, 28.9 dB with
@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import torch
 
+from nfkit.fields.base import capabilities_of
+
 
 def view_dependent(field) -> bool:
-    """True when ``field``'s density depends on the view direction (``field.view_dependent_density``)."""
-    return bool(getattr(field, "view_dependent_density", False))
+    """True when ``field``'s density depends on the view direction (``capabilities.view_dependent_density``)."""
+    return capabilities_of(field).view_dependent_density
 
 
 def density_along(field, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """sigma [N] at x [N, 3] seen along unit directions d [N, 3] (world, the rays' direction of travel): for a
-    view-dependent field its ``density_seen(x, d)`` (no colour head) when it has one, else ``field(x, d).density``;
-    otherwise ``field.density(x)``."""
+    view-dependent field its ``density_seen(x, d)`` (no colour head where the family offers that, else
+    ``field(x, d).density``); otherwise ``field.density(x)``."""
     if not view_dependent(field):
         return field.density(x)
-    seen = getattr(field, "density_seen", None)
-    return seen(x, d) if seen is not None else field(x, d).density
+    return field.density_seen(x, d)
 
 
 def camera_density_fn(field, centres: torch.Tensor | None):

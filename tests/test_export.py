@@ -43,6 +43,9 @@ class Sphere(Field):
             return r
         return 400 * torch.sigmoid(-r / 0.003) * self.inside(self.normalize(x))
 
+    def sdf(self, x):
+        return self.density(x)
+
     def forward(self, x, d):
         rgb = torch.tensor([1.0, 0.0, 0.0]).expand(x.shape[0], 3)
         return FieldOutput(self.density(x), rgb)
@@ -176,7 +179,7 @@ class ViewSphere(Sphere):
     """The density sphere seen along any view, but with an empty direction-free ``density(x)`` stand-in (the
     extreme of a view-dependent field such as CAM's)."""
 
-    view_dependent_density = True
+    capabilities = base.Capabilities(view_dependent_density=True)
 
     def density(self, x):
         return torch.zeros(x.shape[0])

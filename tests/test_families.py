@@ -54,7 +54,7 @@ def test_radiance_forward_shapes(family):
 def test_image_and_shape_signals(family):
     img = build(family, "image")
     out = img(torch.rand(64, 2))
-    assert out.rgb.shape == (64, 3) and img.kind == "image" and not hasattr(img, "geometry")
+    assert out.rgb.shape == (64, 3) and img.kind == "image" and not img.capabilities.geometry_split
     for signal in ("sdf", "occupancy"):
         f = build(family, signal)
         assert f.density(torch.rand(64, 3)).shape == (64,) and f.kind == signal
@@ -140,8 +140,8 @@ def test_cam_starts_as_identity_and_both_grids_learn(mod):
 
 def test_cam_color_modulation_keeps_fast_path():
     f = build("cam", mod_layers="color")
-    assert hasattr(f, "geometry") and f.gamma.shape[1] == f.config.color_layers
-    assert not hasattr(build("cam"), "geometry")  # trunk modulation: density depends on d, no fast path
+    assert f.capabilities.geometry_split and f.gamma.shape[1] == f.config.color_layers
+    assert not build("cam").capabilities.geometry_split  # trunk modulation: density depends on d, no fast path
     x, d = rays(32)
     sigma, feats = f.geometry(x)
     assert torch.allclose(f.color(feats, d), f(x, d).rgb) and torch.allclose(sigma, f.density(x))

@@ -94,6 +94,8 @@ def test_bfloat16_batches_are_padded_to_a_few_sizes():
 class _Rows(torch.nn.Module):
     """A field that records the batch size of every call to its networks."""
 
+    capabilities = fields.Capabilities(geometry_split=True)
+
     def __init__(self, f):
         super().__init__()
         self.f, self.rows = f, []

@@ -1,0 +1,87 @@
+"""nfkit/mesh_metrics.py on primitives with known answers."""
+import math
+from pathlib import Path
+
+import nfkit  # noqa: F401
+import numpy as np
+import pytest
+import trimesh
+
+from nfkit.errors import NfkitError
+from nfkit.mesh_metrics import compare_mesh_files, compare_meshes, genus, load_mesh
+
+N = 20_000
+MESHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
+
+
+def sphere(radius=1.0):
+    return trimesh.creation.icosphere(subdivisions=5, radius=radius)
+
+
+def test_identical_meshes_score_near_zero():
+    s = compare_meshes(sphere(), sphere(), n_points=N)
+    # the floor of two independent samples: about 0.5 sqrt(area / (10 N)) of a 2 sqrt(3) diagonal
+    floor_pct = 100 * 0.5 * math.sqrt(4 * math.pi / (10 * N)) / (2 * math.sqrt(3))
+    assert s.chamfer_l1_pct < 2 * floor_pct
+    assert s.normal_consistency > 0.999
+    assert s.precision == 1.0 and s.recall == 1.0 and s.fscore == 1.0
+
+
+def test_larger_sphere_gives_the_radius_difference():
+    dr = 0.05
+    s = compare_meshes(sphere(1.0 + dr), sphere(1.0), n_points=N)
+    assert s.accuracy == pytest.approx(dr, rel=0.05) and s.completeness == pytest.approx(dr, rel=0.05)
+    assert s.chamfer_l1_pct == pytest.approx(100 * dr / (2 * math.sqrt(3)), rel=0.05)
+    assert s.normal_consistency > 0.999   # concentric: the normals agree
+    # 0.05 is 1.44 % of the diagonal: a 1 % threshold rejects every point, a 2 % one accepts them all
+    assert compare_meshes(sphere(1.05), sphere(1.0), n_points=N, threshold_pct=1.0).fscore == 0.0
+    assert compare_meshes(sphere(1.05), sphere(1.0), n_points=N, threshold_pct=2.0).fscore == 1.0
+
+
+def test_chamfer_is_relative_to_the_reference_diagonal():
+    a = compare_meshes(sphere(1.1), sphere(1.0), n_points=N)
+    b = compare_meshes(sphere(11.0), sphere(10.0), n_points=N)
+    assert a.chamfer_l1_pct == pytest.approx(b.chamfer_l1_pct, rel=0.02)
+    assert b.diagonal == pytest.approx(10 * a.diagonal, rel=1e-3)
+
+
+def test_normal_consistency_drops_for_a_cube_in_a_sphere():
+    cube = trimesh.creation.box(extents=(1.6, 1.6, 1.6))
+    s = compare_meshes(cube, sphere(1.0), n_points=N)
+    assert 0.5 < s.normal_consistency < 0.95
+    assert s.chamfer_l1_pct > 1.0
+
+
+def test_partial_mesh_has_precision_but_not_recall():
+    full = sphere(1.0)
+    half = full.copy()
+    half.update_faces(half.triangles_center[:, 2] > 0)
+    s = compare_meshes(half, full, n_points=N, threshold_pct=1.0)
+    assert s.precision > 0.99 and 0.4 < s.recall < 0.6
+    assert s.completeness > 5 * s.accuracy
+
+
+def test_files_and_genus(tmp_path):
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    assert genus(torus) == 1 and genus(sphere()) == 0
+    torus.export(tmp_path / "t.ply")
+    s = compare_mesh_files(tmp_path / "t.ply", tmp_path / "t.ply", n_points=5000)
+    assert s.normal_consistency > 0.99
+    with pytest.raises(NfkitError, match="no such mesh"):
+        load_mesh(tmp_path / "missing.ply")
+    (tmp_path / "bad.ply").write_text("not a mesh")
+    with pytest.raises(NfkitError):
+        load_mesh(tmp_path / "bad.ply")
+
+
+def test_shared_mesh_against_itself():
+    if not (MESHES / "fandisk.off").is_file():
+        pytest.skip("needs ../shared/data/meshes")
+    mesh = load_mesh(MESHES / "fandisk.off")
+    assert genus(mesh) == 0
+    s = compare_meshes(mesh, mesh, n_points=N)
+    floor_pct = 100 * 0.5 * math.sqrt(mesh.area / (10 * N)) / s.diagonal
+    assert s.chamfer_l1_pct < 1.5 * floor_pct and s.normal_consistency > 0.99
+    shifted = mesh.copy()
+    shifted.apply_translation(np.array([0.01, 0, 0]) * s.diagonal)
+    assert compare_meshes(shifted, mesh, n_points=N).chamfer_l1_pct > 0.3

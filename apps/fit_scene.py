@@ -5,12 +5,16 @@ Runnable as ``python apps/fit_scene.py DATA --out DIR`` with the same arguments 
 A video, image folder or COLMAP model (a *capture*) is first posed into ``DIR/transforms.json``
 (:func:`nfkit.datasets.capture.prepare_capture`); captures then train for at most
 :data:`CAPTURE_TRAIN_SECONDS` unless ``--max-seconds`` is given (sized for 2 CPU cores: the whole command in
-about 10 minutes), and also get ``DIR/orbit.mp4`` (:mod:`nfkit.apps.orbit`) and ``DIR/mesh.ply``.
+about 10 minutes), and also get ``DIR/orbit.mp4`` (:mod:`nfkit.apps.orbit`) and ``DIR/mesh.ply``; SDF fields
+(``--field neus``) get ``DIR/mesh.ply`` from their zero level set whatever the input.
 ``metrics.json`` is removed when a run starts and written only when it succeeds, with ``timings_s`` per stage.
+``DIR/config.json`` (the resolved options) is written when training starts; ``nfkit fit --config DIR/config.json``
+runs it again, with any flag given on the command line taking precedence over the file.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -36,7 +40,13 @@ HELP = {
                   "for RGBA), envmap, none",
     "sparsity": "weight of an L1 prior on the opacity at random points of the AABB, emptying space no view "
                 "explains (-1: 0.05 with a background model, else 0)",
+    "samples_per_step": "samples a training step (rays adapt to it; 0: the family's default: 65536, 16384 for neus)",
+    "eikonal_weight": "SDF fields: weight of the eikonal term (|grad f| - 1)^2",
+    "mask_weight": "SDF fields: weight of the mask term (BCE of the rendered opacity against alpha; RGBA data only)",
+    "curvature_weight": "SDF fields: weight of the normal-smoothness term (0: off)",
+    "anneal_fraction": "SDF fields: NeuS's cosine annealing ramps 0 -> 1 over this fraction of the run",
 }
+UNSET = object()  # default of every option on the command line: tells given flags from the file's / defaults
 # Training budget of a capture when --max-seconds is not given: with decoding + poses (~30-60 s), evaluation
 # and the orbit video, the whole command stays within ~10 minutes on 2 CPU cores.
 CAPTURE_TRAIN_SECONDS = 300.0
@@ -49,6 +59,13 @@ MESH_RESOLUTION, MESH_OPACITY = 192, 0.1
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="nfkit fit", description=__doc__.splitlines()[0])
     add_dataclass_args(parser, FitConfig, positional=("data",), help_text=HELP)
+    parser.add_argument("--config", default="", metavar="FILE",
+                        help="options from a config.json written by an earlier nfkit fit (DATA may then be omitted); "
+                             "flags given here override it")
+    for action in parser._actions:  # DATA is optional with --config (checked in fit_config)
+        if action.dest == "data":
+            action.nargs = "?"
+    parser.set_defaults(**{f.name: UNSET for f in dataclasses.fields(FitConfig)})
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--viewer", action="store_true",
                         help="watch the fit in the browser (viser; keeps serving after training until Ctrl-C)")
@@ -64,7 +81,7 @@ def run(ns: argparse.Namespace) -> dict:
     from nfkit.errors import NfkitError, SplitNotFound
     from nfkit.trainer import Trainer
 
-    cfg = dataclass_from_args(FitConfig, ns)
+    cfg = fit_config(ns)
     if cfg.steps <= 0:
         raise NfkitError(f"--steps must be positive, got {cfg.steps}")
     from nfkit.datasets.capture import detect_input, prepare_capture
@@ -87,6 +104,8 @@ def run(ns: argparse.Namespace) -> dict:
         test = None
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, train, test, progress=not ns.quiet)
+    # The resolved options (the family's defaults filled in), for `nfkit fit --config` to run again from scratch.
+    write_json_atomic(out / "config.json", dataclasses.asdict(dataclasses.replace(trainer.cfg, resume=False)))
     _sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
     app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) else None
     try:
@@ -100,6 +119,7 @@ def run(ns: argparse.Namespace) -> dict:
             t1 = time.perf_counter()
             metrics["orbit_video"] = str(_orbit_video(trainer, out, progress=not ns.quiet))
             timings["orbit_video"] = round(time.perf_counter() - t1, 2)
+        if capture or trainer.field.kind == "sdf":
             t1 = time.perf_counter()
             mesh = capture_mesh(trainer, out)
             if mesh is not None:
@@ -120,6 +140,21 @@ def run(ns: argparse.Namespace) -> dict:
         print(f"nfkit fit: training done; the viewer is still at {app.url} (Ctrl-C to exit)", flush=True)
         serve_forever(app)
     return metrics
+
+
+def fit_config(ns: argparse.Namespace) -> FitConfig:
+    """FitConfig from the command line: defaults, then ``--config FILE``'s options, then the flags given."""
+    from nfkit.errors import NfkitError
+    from nfkit.trainer import load_fit_config
+
+    base = {f.name: getattr(FitConfig(), f.name) for f in dataclasses.fields(FitConfig)}
+    if getattr(ns, "config", ""):
+        base.update(load_fit_config(ns.config))
+    given = {k: v for k, v in vars(ns).items() if k in base and v is not UNSET}
+    merged = argparse.Namespace(**{**base, **given})
+    if not merged.data:
+        raise NfkitError("nfkit fit: DATA is required (a dataset, capture, or --config FILE of an earlier run)")
+    return dataclass_from_args(FitConfig, merged)
 
 
 def _orbit_video(trainer, out: Path, progress: bool) -> Path:

@@ -64,6 +64,34 @@ class FitConfig:
     anneal_fraction: float = 0.1  # cos_anneal_ratio ramps 0 -> 1 over this fraction of the run
 
 
+def load_fit_config(path) -> dict:
+    """The options stored in a ``config.json`` that ``nfkit fit`` wrote (any subset of :class:`FitConfig`'s fields),
+    checked against the fields' types -> dict name -> value. Raises NfkitError with one line."""
+    import json
+    import typing
+
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except OSError as e:
+        raise NfkitError(f"--config {path}: cannot read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NfkitError(f"--config {path}: not valid JSON ({' '.join(str(e).split())[:100]})") from None
+    if not isinstance(obj, dict):
+        raise NfkitError(f"--config {path}: expected a JSON object of nfkit fit options")
+    hints = typing.get_type_hints(FitConfig)
+    unknown = sorted(set(obj) - set(hints))
+    if unknown:
+        raise NfkitError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+    for k, v in obj.items():
+        t = hints[k]
+        ok = (isinstance(v, bool) if t is bool else isinstance(v, int) and not isinstance(v, bool) if t is int
+              else isinstance(v, (int, float)) and not isinstance(v, bool) if t is float else isinstance(v, t))
+        if not ok:
+            raise NfkitError(f"--config {path}: option {k!r} must be a {t.__name__}, got {json.dumps(v)[:40]}")
+    return {k: float(v) if hints[k] is float else v for k, v in obj.items()}
+
+
 def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
     """Field config from the CLI. For grid families the finest resolution follows the images unless given:
     4x the larger image side as a power of two, between 256 and 2048 (finer levels than the pixels can

@@ -93,13 +93,15 @@ def load_fit_config(path) -> dict:
 
 
 def field_overrides(cfg: FitConfig, image_side: int = 0) -> dict:
-    """Field config from the CLI. For grid families the finest resolution follows the images unless given:
+    """Field config from the CLI. For hash-grid families (``hashgrid``, ``neus`` with its default backbone) the finest
+    resolution follows the images unless given:
     4x the larger image side as a power of two, between 256 and 2048 (finer levels than the pixels can
     resolve only add hash collisions, which short CPU runs never average out)."""
     over = dict(cfg.field_options)
     if cfg.log2_hashmap_size:
         over["log2_hashmap_size"] = cfg.log2_hashmap_size
-    if cfg.field == "hashgrid" and image_side and "max_resolution" not in over:
+    grid_backbone = cfg.field == "hashgrid" or (cfg.field == "neus" and over.get("backbone", "hashgrid") == "hashgrid")
+    if grid_backbone and image_side and "max_resolution" not in over:
         over["max_resolution"] = int(min(2048, max(256, 2 ** math.ceil(math.log2(4 * image_side)))))
     return over
 

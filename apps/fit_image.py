@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
@@ -141,22 +140,15 @@ def fit_image(cfg: ImageFitConfig, img: torch.Tensor, progress: bool = False, ca
     def loss(f, x, y):
         return torch.mean((f(x).rgb - y) ** 2)
 
-    cb = callback
-    if progress:
-        def cb(step, elapsed, loss_v, f):
-            if step % 100 == 0:
-                print(f"  step {step:6d}  {elapsed:7.1f}s  train psnr {-10 * math.log10(max(loss_v, 1e-10)):6.2f}",
-                      file=sys.stderr, flush=True)
-            if callback is not None:
-                callback(step, elapsed, loss_v, f)
-    stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, cb)
+    stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, callback, progress=progress,
+                       desc=f"fit-image {cfg.field}", psnr=True)
     return field, stats
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="nfkit fit-image", description=__doc__.splitlines()[0])
     add_dataclass_args(parser, ImageFitConfig, positional=("image",), help_text=HELP)
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

@@ -96,14 +96,8 @@ def fit_shape(cfg: SDFFitConfig, samples, progress: bool = False, callback=None)
         i = torch.randint(0, n, (min(cfg.batch, n),))
         return samples.points[i], (samples.sdf[i], samples.occupancy[i])
 
-    cb = callback
-    if progress:
-        def cb(step, elapsed, loss_v, f):
-            if step % 100 == 0:
-                print(f"  step {step:6d}  {elapsed:7.1f}s  loss {loss_v:.3e}", file=sys.stderr, flush=True)
-            if callback is not None:
-                callback(step, elapsed, loss_v, f)
-    stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, cb)
+    stats = fit_points(field, batch, loss, cfg.steps, cfg.max_seconds, cfg.lr, callback, progress=progress,
+                       desc=f"fit-sdf {cfg.field}")
     return field, stats
 
 
@@ -126,7 +120,7 @@ def evaluate_shape(field, mesh, eval_set, mc_resolution: int = 128) -> dict:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="nfkit fit-sdf", description=__doc__.splitlines()[0])
     add_dataclass_args(parser, SDFFitConfig, positional=("mesh",), help_text=HELP)
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

@@ -96,3 +96,34 @@ def visual_hull(masks, projections, lo, hi, resolution: int = DEFAULT_RESOLUTION
     """The visual hull of silhouettes ``masks`` [V, H, W] seen by ``projections`` [V, 3, 4] (module doc) inside
     the box [lo, hi], as a closed trimesh.Trimesh in world coordinates."""
     return occupancy_to_mesh(carve(masks, projections, lo, hi, resolution), lo, hi, smooth)
+
+
+def axes_meeting_point(projections) -> np.ndarray:
+    """[3] the point nearest (least squares) to every camera's optical axis, for ``projections`` [V, 3, 4]."""
+    projections = np.asarray(projections, np.float64)
+    m, p4 = projections[:, :, :3], projections[:, :, 3]
+    centres = -np.linalg.solve(m, p4[..., None])[..., 0]
+    axes = m[:, 2] / np.linalg.norm(m[:, 2], axis=-1, keepdims=True)  # the depth row of K R: the viewing axis
+    a = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c, d in zip(centres, axes):
+        proj = np.eye(3) - np.outer(d, d)
+        a += proj
+        b += proj @ c
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def hull_box(masks, projections, coarse: int = 48, pad_voxels: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """A box around the visual hull without prior bounds: carve a cube around :func:`axes_meeting_point` (half
+    the mean camera distance on a side) at ``coarse``^3, then the coarse hull's bounds padded by ``pad_voxels``."""
+    projections = np.asarray(projections, np.float64)
+    centre = axes_meeting_point(projections)
+    cams = -np.linalg.solve(projections[:, :, :3], projections[:, :, 3:])[..., 0]
+    half = 0.5 * float(np.linalg.norm(cams - centre, axis=-1).mean())
+    lo, hi = centre - half, centre + half
+    occ = carve(masks, projections, lo, hi, coarse)
+    if not occ.any():
+        raise NfkitError("visual hull: no voxel lies inside every silhouette (cameras, masks or box disagree)")
+    idx = np.argwhere(occ)
+    size = (hi - lo) / coarse
+    return lo + (idx.min(0) - pad_voxels) * size, lo + (idx.max(0) + 1 + pad_voxels) * size

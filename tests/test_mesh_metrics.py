@@ -112,7 +112,7 @@ def sphere_silhouette(p, centre, radius, size=96):
 
 
 def test_visual_hull_of_a_sphere():
-    from nfkit.visual_hull import carve, visual_hull
+    from nfkit.visual_hull import axes_meeting_point, carve, hull_box, visual_hull
 
     centre, radius = np.array([0.1, -0.2, 0.05]), 0.5
     eyes = [centre + 3 * np.array([math.cos(a) * math.cos(e), math.sin(a) * math.cos(e), math.sin(e)])
@@ -128,6 +128,11 @@ def test_visual_hull_of_a_sphere():
     s = compare_meshes(hull, true, n_points=5000)
     assert s.chamfer_l1_pct < 1.0 and s.normal_consistency > 0.97
     assert true.volume * 0.95 < hull.volume < true.volume * 1.15
+    # without prior bounds: the cameras' axes meet at the centre, the box holds the sphere with a small margin
+    assert np.allclose(axes_meeting_point(ps), centre, atol=1e-9)
+    b_lo, b_hi = hull_box(masks, ps)
+    assert np.all(b_lo < centre - radius) and np.all(b_hi > centre + radius)
+    assert np.all(b_hi - b_lo < 2 * radius * 1.3)
     # one view carves only a cone: much more volume than eighteen
     one = carve(masks[:1], ps[:1], lo, hi, resolution=64)
     assert one.sum() > 1.5 * carve(masks, ps, lo, hi, resolution=64).sum()

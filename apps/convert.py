@@ -8,6 +8,10 @@ Writes OUT (a field file with the teacher's occupancy grid, so ``nfkit view`` / 
 ``metrics.json`` beside it (or ``--metrics``): PSNR of the student against the teacher's renders, against ground
 truth with ``--data`` (test split), seconds per stage. Converting to the teacher's own family without ``--config``
 is an exact copy of the file. See :mod:`nfkit.distill`.
+
+Never writes over its input: OUT and ``--metrics`` must differ from IN and from each other, and a metrics file
+that another command wrote (e.g. ``nfkit fit``'s ``metrics.json`` when OUT goes into a fit's folder) is not
+overwritten: only an earlier ``convert``'s own metrics are (pass ``--metrics`` to write elsewhere).
 """
 from __future__ import annotations
 
@@ -55,6 +59,39 @@ def read_config(path) -> dict | None:
     return cfg
 
 
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def is_convert_metrics(path: Path) -> bool:
+    """Whether ``path`` holds metrics that ``nfkit convert`` wrote (a JSON object with its 'mode' and 'to')."""
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and m.get("mode") in ("copy", "distill") and "to" in m
+
+
+def check_outputs(src, dst, metrics) -> Path:
+    """The metrics path to write; NfkitError when OUT or the metrics would overwrite the input, each other, or
+    another command's metrics file."""
+    src, dst, flag = Path(src), Path(dst), "--metrics" if metrics else "metrics"
+    metrics = Path(metrics) if metrics else dst.parent / "metrics.json"
+    if _same(dst, src):
+        raise NfkitError(f"OUT {dst}: is the input field file; write the student to another file")
+    if _same(metrics, src):
+        raise NfkitError(f"{flag} {metrics}: is the input field file; choose another metrics file")
+    if _same(metrics, dst):
+        raise NfkitError(f"{flag} {metrics}: is OUT; choose another metrics file")
+    if metrics.exists() and not is_convert_metrics(metrics):
+        raise NfkitError(f"{flag} {metrics}: exists and was not written by nfkit convert (e.g. a fit's metrics); "
+                         "write OUT to another folder or pass --metrics FILE")
+    return metrics
+
+
 def run(ns: argparse.Namespace) -> dict:
     from nfkit.distill import DistillConfig, convert_file
 
@@ -62,10 +99,13 @@ def run(ns: argparse.Namespace) -> dict:
         raise NfkitError(f"--steps must be at least 1, got {ns.steps}")
     if ns.max_seconds < 0:
         raise NfkitError(f"--max-seconds must be >= 0, got {ns.max_seconds}")
+    if ns.samples_per_step < 1:
+        raise NfkitError(f"--samples-per-step must be at least 1, got {ns.samples_per_step}")
+    metrics = check_outputs(ns.src, ns.dst, ns.metrics)
     cfg = DistillConfig(steps=ns.steps, max_seconds=ns.max_seconds, samples_per_step=ns.samples_per_step, lr=ns.lr,
                         seed=ns.seed)
     m = convert_file(ns.src, ns.dst, ns.family, cfg, read_config(ns.config), ns.data, ns.eval_views,
-                     metrics_path=ns.metrics)
+                     metrics_path=metrics)
     keys = ("mode", "from", "to", "steps", "train_seconds", "psnr_vs_teacher", "psnr_vs_ground_truth")
     print(" ".join(f"{k}={round(m[k], 2) if isinstance(m[k], float) else m[k]}" for k in keys if k in m))
     return m

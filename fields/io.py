@@ -98,7 +98,7 @@ def read_header(path) -> dict:
 
 
 def _normalization_problems(norm) -> list[str]:
-    """'normalization' must be {transform: finite invertible 4x4 affine, scale: finite > 0}."""
+    """'normalization' must be {transform: finite invertible 4x4, scale: finite > 0}."""
     if not isinstance(norm, dict):
         return ["'normalization' must be an object"]
     t, scale = norm.get("transform"), norm.get("scale", 1.0)
@@ -108,11 +108,10 @@ def _normalization_problems(norm) -> list[str]:
     if not all(math.isfinite(v) for r in t for v in r):
         return ["'normalization.transform' is not finite"]
     m = torch.tensor(t, dtype=torch.float64)
-    if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6):
-        return ["'normalization.transform' must be affine (bottom row 0 0 0 1)"]
-    sv = torch.linalg.svdvals(m[:3, :3])
-    if not sv[-1] > 1e-9 * max(float(sv[0]), 1e-300):
-        return ["'normalization.transform' is singular (not invertible)"]
+    for a in (m[:3, :3], m):  # the linear part and the whole matrix (export inverts it)
+        sv = torch.linalg.svdvals(a)
+        if not sv[-1] > 1e-9 * max(float(sv[0]), 1e-300):
+            return ["'normalization.transform' is singular (not invertible)"]
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
         return [f"'normalization.scale' {scale!r} must be a finite number > 0"]
     return []

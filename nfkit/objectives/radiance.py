@@ -66,6 +66,8 @@ class RadianceObjective(Objective):
         sel = torch.randint(0, self.pixels.shape[0], (n,), device=self.pixels.device)
         rays_o, rays_d = pixel_rays(self.cams, self.pix_cam[sel], self.pix_u[sel], self.pix_v[sel])
         px = self.pixels[sel]
+        if px.dtype == torch.uint8:  # pixels stored as bytes: [0, 255] -> [0, 1]
+            px = px.float() / 255.0
         if self.pixels.device != self.device:  # pixels kept on the CPU for a CUDA field: move the batch
             rays_o, rays_d, px = rays_o.to(self.device), rays_d.to(self.device), px.to(self.device)
         bg = torch.rand(n, 3, device=self.device) if self.has_alpha else ray_background(self.field, rays_d)

@@ -18,7 +18,7 @@ from nfkit.errors import DatasetError, SplitNotFound
 
 from .build import build_scene, cube_aabb
 from .scene import SceneData
-from .transforms_json import parse_frames, read_json
+from .transforms_json import drop_missing, parse_frames, read_json
 
 SPLITS = ("train", "val", "test")
 AABB_HALF = 1.5
@@ -51,7 +51,8 @@ def split_files(root: Path, split: str) -> list[Path]:
     return [path]
 
 
-def load_blender(path: Path, split: str = "train", max_side: int | None = None) -> SceneData:
+def load_blender(path: Path, split: str = "train", max_side: int | None = None,
+                 allow_outside_paths: bool = False) -> SceneData:
     """Loads a Blender dataset.
 
     path: the dataset directory, or one ``transforms_<split>.json`` (then ``split`` must be that split or "all",
@@ -67,7 +68,8 @@ def load_blender(path: Path, split: str = "train", max_side: int | None = None) 
         files, root = split_files(path, split), path
     refs = []
     for f in files:
-        refs += parse_frames(f, read_json(f), root)
+        refs += parse_frames(f, read_json(f), root, allow_outside_paths)
+    refs = drop_missing(refs)
     c2w = np.stack([r.c2w for r in refs])
     source = str(files[0]) if len(files) == 1 else str(root)
     return build_scene(refs, c2w, aabb=cube_aabb(AABB_HALF), transform=torch.eye(4, dtype=torch.float64),

@@ -17,6 +17,13 @@ def cube_aabb(half: float) -> torch.Tensor:
     return torch.tensor([[-half] * 3, [half] * 3], dtype=torch.float32)
 
 
+def check_max_side(max_side) -> None:
+    """NfkitError unless ``max_side`` is None or an integer >= 0 (0 and None: full resolution)."""
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, (int, float))
+                                 or int(max_side) != max_side or max_side < 0):
+        raise NfkitError(f"max_side must be an integer >= 0 (0: full resolution), got {max_side!r}")
+
+
 def build_scene(refs: list[FrameRef], c2w: np.ndarray, *, aabb: torch.Tensor, transform: torch.Tensor,
                 scale: float, source: str, max_side: int | None) -> SceneData:
     """Loads the images of ``refs`` and assembles a SceneData.
@@ -24,8 +31,7 @@ def build_scene(refs: list[FrameRef], c2w: np.ndarray, *, aabb: torch.Tensor, tr
     c2w: [len(refs), 4, 4] normalised camera-to-world (OpenGL).  Intrinsics come from each frame (see
     :func:`intrinsics`) and are rescaled like :meth:`Cameras.scaled` when ``max_side`` downscales the images.
     """
-    if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side or max_side < 1):
-        raise NfkitError(f"max_side must be a positive integer or None, got {max_side!r}")
+    check_max_side(max_side)
     images, width, height, factor = load_images([r.image for r in refs], [r.source for r in refs], max_side)
     k = torch.tensor([intrinsics(r, width, height) for r in refs], dtype=torch.float64)
     dist = torch.tensor([distortion(r) for r in refs], dtype=torch.float32)

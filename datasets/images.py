@@ -11,11 +11,14 @@ import torch
 from nfkit.errors import DatasetError
 from nfkit.images import downscale_factor, read_image, resize_image
 
+from .notices import notice
+
 __all__ = ["read_image", "resize_image", "downscale_factor", "load_images"]
 
 
-def load_images(paths: list[Path], sources: list[Path], max_side: int | None = None) -> tuple[torch.Tensor, int, int, float]:
-    """Reads same-sized images (``sources[i]``: the json naming ``paths[i]``), downscales them if their larger side exceeds ``max_side``, and stacks them.
+def load_images(paths: list[Path], sources: list[Path], max_side: int | None = None,
+                announce: bool = True) -> tuple[torch.Tensor, int, int, float]:
+    """Reads same-sized images (``sources[i]``: the json naming ``paths[i]``), downscales them if their larger side exceeds ``max_side`` (0 or None: never; one notice when it does), and stacks them.
 
     Returns (images [N, H', W', C], file width W, file height H, factor) with ``factor`` from
     :func:`downscale_factor` and W' = max(1, round(W * factor)) (likewise H').  C = 4 if any file has alpha
@@ -30,6 +33,9 @@ def load_images(paths: list[Path], sources: list[Path], max_side: int | None = N
             w0, h0 = w, h
             factor = downscale_factor(w, h, max_side)
             size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            if factor != 1.0 and announce:
+                notice(f"note: images of {Path(p).parent} are {w}x{h}; using {size[0]}x{size[1]} (max side "
+                       f"{max_side}; a max side of 0 keeps the full resolution)")
         elif (w, h) != (w0, h0):
             raise DatasetError(
                 f"{source}: image {p} is {w}x{h} but {paths[0]} is {w0}x{h0}; all images must have the same size")

@@ -28,7 +28,7 @@ from nfkit.errors import DatasetError, SplitNotFound
 from .build import build_scene, cube_aabb
 from .normalize import apply_similarity, normalize_poses, points_aabb
 from .scene import SceneData, similarity
-from .transforms_json import FrameRef, parse_frames, read_json
+from .transforms_json import FrameRef, drop_missing, parse_frames, read_json
 
 HOLDOUT_EVERY = 8
 AABB_HALF = 1.5
@@ -74,10 +74,13 @@ def _ngp_aabb_scale(path: Path, meta: dict) -> float:
     return float(v)
 
 
-def load_nerfstudio(path: Path, split: str = "train", max_side: int | None = None) -> SceneData:
-    """Loads a nerfstudio / instant-ngp ``transforms.json`` (``path``: the json file)."""
+def load_nerfstudio(path: Path, split: str = "train", max_side: int | None = None,
+                    allow_outside_paths: bool = False) -> SceneData:
+    """Loads a nerfstudio / instant-ngp ``transforms.json`` (``path``: the json file).  Frames whose image is
+    missing are dropped first (:func:`~nfkit.datasets.transforms_json.drop_missing`), before normalisation and
+    splitting."""
     meta = read_json(path)
-    refs = parse_frames(path, meta, path.parent)
+    refs = drop_missing(parse_frames(path, meta, path.parent, allow_outside_paths))
     all_c2w = np.stack([r.c2w for r in refs])
     if "aabb_scale" in meta:
         s, centre = 1.0, np.zeros(3)

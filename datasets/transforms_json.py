@@ -11,6 +11,10 @@ level or in each frame (a frame's value wins):
   nerfstudio's order ``[k1, k2, k3, k4, p1, p2]`` when it has 6 entries and as OpenCV's ``[k1, k2, p1, p2(, k3)]``
   when it has 4 or 5.
 * ``camera_model``: ``OPENCV`` (default) or ``PINHOLE``.
+
+Checks (issue 25): ``transform_matrix`` must be a rigid pose (:func:`nfkit.poses.is_rigid`: orthonormal rotation
+with det +1, bottom row 0 0 0 1); ``file_path`` must stay inside the dataset folder -- absolute paths and ``..`` that leave it are refused unless ``allow_outside_paths``;
+frames whose image file is missing are dropped with one notice (:func:`drop_missing`), an error when none remains.
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from nfkit.errors import DatasetError
+from nfkit.poses import is_rigid
+
+from .notices import notice
 
 SUPPORTED_CAMERA_MODELS = ("OPENCV", "PINHOLE")
 
@@ -62,8 +69,16 @@ def read_json(path: Path) -> dict:
     return meta
 
 
-def parse_frames(path: Path, meta: dict, root: Path) -> list[FrameRef]:
-    """Validates every frame of ``meta`` (read from ``path``); image names are made relative to ``root``."""
+def leaves_folder(name: str) -> bool:
+    """True when the relative file name ``name`` is absolute or climbs out of its folder with ``..``."""
+    norm = os.path.normpath(name)
+    return os.path.isabs(name) or norm == ".." or norm.startswith(".." + os.sep) or norm.startswith("../")
+
+
+def parse_frames(path: Path, meta: dict, root: Path, allow_outside_paths: bool = False) -> list[FrameRef]:
+    """Validates every frame of ``meta`` (read from ``path``); image names are made relative to ``root``.
+
+    allow_outside_paths: accept image paths that are absolute or leave ``root`` (else DatasetError)."""
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         what = "missing" if frames is None else "empty" if isinstance(frames, list) and not frames else "not a list"
@@ -72,10 +87,10 @@ def parse_frames(path: Path, meta: dict, root: Path) -> list[FrameRef]:
     if model not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(f"{path}: unsupported camera_model {meta.get('camera_model')!r} "
                            f"(expected one of {', '.join(SUPPORTED_CAMERA_MODELS)})")
-    return [_parse_frame(path, meta, i, f, root) for i, f in enumerate(frames)]
+    return [_parse_frame(path, meta, i, f, root, allow_outside_paths) for i, f in enumerate(frames)]
 
 
-def _parse_frame(path: Path, meta: dict, i: int, frame, root: Path) -> FrameRef:
+def _parse_frame(path: Path, meta: dict, i: int, frame, root: Path, allow_outside: bool) -> FrameRef:
     if not isinstance(frame, dict):
         raise DatasetError(f"{path}: frame {i} is not an object")
     for key in ("file_path", "transform_matrix"):
@@ -95,6 +110,9 @@ def _parse_frame(path: Path, meta: dict, i: int, frame, root: Path) -> FrameRef:
         raise DatasetError(f"{path}: frame {i} transform_matrix contains NaN or inf")
     if m.shape == (3, 4):
         m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]], 0)
+    if not is_rigid(m):
+        raise DatasetError(f"{path}: frame {i} transform_matrix is not a rigid camera pose (expected an orthonormal "
+                           f"rotation with det +1 and the bottom row 0 0 0 1)")
     model = frame.get("camera_model")
     if model is not None and str(model).upper() not in SUPPORTED_CAMERA_MODELS:
         raise DatasetError(f"{path}: frame {i} has unsupported camera_model {model!r} "
@@ -104,7 +122,24 @@ def _parse_frame(path: Path, meta: dict, i: int, frame, root: Path) -> FrameRef:
         image = image.with_name(image.name + ".png")
     image = path.parent / image
     name = Path(os.path.normpath(os.path.relpath(image, root))).as_posix()
+    if not allow_outside and (os.path.isabs(fp) or leaves_folder(os.path.relpath(image, root))):
+        raise DatasetError(f"{path}: frame {i} file_path {fp!r} leaves the dataset folder {root} (absolute or "
+                           f"'..' paths are refused unless allowed: allow_outside_paths / --allow-outside-paths)")
     return FrameRef(path, meta, i, frame, m, image, name)
+
+
+def drop_missing(refs: list[FrameRef]) -> list[FrameRef]:
+    """The frames whose image file exists; one notice saying how many were dropped, DatasetError when none is left
+    (naming the first missing file and its json)."""
+    present = [r for r in refs if r.image.is_file()]
+    if not present:
+        raise DatasetError(f"{refs[0].source}: image file {refs[0].image} not found (none of the {len(refs)} frames' "
+                           f"images exist)")
+    if len(present) < len(refs):
+        first = next(r for r in refs if not r.image.is_file())
+        notice(f"warning: {first.source}: skipping {len(refs) - len(present)} of {len(refs)} frames whose image "
+               f"file is missing (first: {first.name})")
+    return present
 
 
 def _num(ref: FrameRef, value, key: str) -> float:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FamilyDefaults:
     fit_lr: float = 1e-2  # nfkit fit's base learning rate (FitConfig.lr 0)
-    fit_lr_final: float = 0.3  # where nfkit fit's exponential decay ends, as a fraction of fit_lr (FitConfig.lr_final 0)
+    fit_lr_final: float = 0.3  # where nfkit fit's decay ends, as a fraction of fit_lr (FitConfig.lr_final 0)
     distill_lr: float = 2e-2  # nfkit convert's base rate for a student of this family (DistillConfig.lr None)
     fit_samples: int = 0  # nfkit fit's samples per step when FitConfig.samples_per_step is 0; 0: DEFAULT_FIT_SAMPLES
 

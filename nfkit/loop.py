@@ -136,7 +136,7 @@ class Schedule:
     lr: float = 1e-2  # base rate (groups may scale it)
     lr_final: float = 0.03  # the rate ends at lr * this (exponential decay over the run)
     warmup: int = 50  # linear warm-up steps
-    checkpoint_seconds: float = 0.0  # checkpoint every this many seconds when the loop has a checkpoint_dir
+    checkpoint_seconds: float = 60.0  # checkpoint every this many seconds when the loop has a checkpoint_dir
 
 
 class Loop:
@@ -146,10 +146,9 @@ class Loop:
 
     def __init__(self, objective: Objective, schedule: Schedule, checkpoint_dir: Path | None = None,
                  progress: bool = False):
-        for name, v in (("steps", schedule.steps), ("max_seconds", schedule.max_seconds)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v)) or v < 0 or (name == "steps" and v <= 0):
-                raise NfkitError(f"--{name.replace('_', '-')} must be a {'positive' if name == 'steps' else 'finite, >= 0'}"
-                                 f" number, got {v}")
+        for flag, v, want in (("--steps", schedule.steps, "positive"), ("--max-seconds", schedule.max_seconds, ">= 0")):
+            if not (isinstance(v, (int, float)) and math.isfinite(v)) or v < 0 or (flag == "--steps" and v <= 0):
+                raise NfkitError(f"{flag} must be a finite number {want}, got {v}")
         self.objective, self.schedule, self.progress = objective, schedule, progress
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.optimizer = make_adam(objective.param_groups(schedule.lr), schedule.lr)
@@ -230,7 +229,8 @@ class Loop:
                 bar.update(int(1000 * self.progress_fraction()) - bar.n)
                 if callback is not None:
                     callback(self)
-                if self.checkpoint_dir is not None and time.perf_counter() - last_ckpt > self.schedule.checkpoint_seconds:
+                due = time.perf_counter() - last_ckpt > self.schedule.checkpoint_seconds
+                if self.checkpoint_dir is not None and due:
                     self.checkpoint()
                     last_ckpt = time.perf_counter()
         except KeyboardInterrupt:

@@ -27,7 +27,7 @@ from nfkit.errors import NfkitError
 from nfkit.evaluation import evaluate
 from nfkit.family_defaults import DEFAULT, DEFAULT_FIT_SAMPLES, family_defaults
 from nfkit.fields.background import EnvironmentMap, attach_background
-from nfkit.loop import Loop, RayBudget, Schedule, adam_groups, make_adam  # noqa: F401  (make_adam, adam_groups: re-exported)
+from nfkit.loop import Loop, RayBudget, Schedule, adam_groups, make_adam  # noqa: F401  (the last two re-exported)
 from nfkit.renderers import OccupancyGrid, RenderOptions, default_step_size
 
 
@@ -166,7 +166,8 @@ class Trainer:
         auto = SPARSITY if self._background_kind() == "envmap" else 0.0
         self.sparsity = cfg.sparsity if cfg.sparsity >= 0 else auto
         self.objective = self._objective()
-        self.pixels, self.cams, self.cam_centres = self.objective.pixels, self.objective.cams, self.objective.cam_centres
+        obj = self.objective
+        self.pixels, self.cams, self.cam_centres = obj.pixels, obj.cams, obj.cam_centres
         self.loop = Loop(self.objective, Schedule(steps=cfg.steps, max_seconds=cfg.max_seconds, lr=cfg.lr,
                                                   lr_final=cfg.lr_final, checkpoint_seconds=cfg.checkpoint_seconds),
                          checkpoint_dir=self.out / "checkpoint", progress=progress)

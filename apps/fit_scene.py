@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
+from nfkit.apps.cli_config import add_dataclass_args, check_options, dataclass_from_args
 from nfkit.trainer import FitConfig
 
 HELP = {
@@ -152,6 +152,7 @@ def fit_config(ns: argparse.Namespace) -> FitConfig:
         base.update(load_fit_config(ns.config))
     given = {k: v for k, v in vars(ns).items() if k in base and v is not UNSET}
     merged = argparse.Namespace(**{**base, **given})
+    check_options("fit", merged)  # the file's values get the command line's checks
     if not merged.data:
         raise NfkitError("nfkit fit: DATA is required (a dataset, capture, or --config FILE of an earlier run)")
     return dataclass_from_args(FitConfig, merged)

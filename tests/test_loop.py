@@ -117,12 +117,14 @@ def test_config_json_and_rerun(sphere_capture, tmp_path, capsys):
     cfg2 = json.loads((out2 / "config.json").read_text())
     assert cfg2 == {**cfg, "out": str(out2), "steps": 2}  # the file's options, the flags given on top
     assert json.loads((out2 / "metrics.json").read_text())["steps"] == 2
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**cfg, "stepz": 3}))
     capsys.readouterr()
-    assert main(["fit", "--config", str(bad), "--out", str(tmp_path / "c"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nfkit: error:") and "stepz" in err[0]
+    for i, (change, needle) in enumerate([({"stepz": 3}, "stepz"), ({"steps": "3"}, "steps"),
+                                          ({"max_seconds": -1.0}, "--max-seconds")]):
+        bad = tmp_path / f"bad{i}.json"
+        bad.write_text(json.dumps({**cfg, **change}))
+        assert main(["fit", "--config", str(bad), "--out", str(tmp_path / "c"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("nfkit: error:") and needle in err[0], err
 
 
 def _surface_ready():

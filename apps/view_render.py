@@ -7,8 +7,9 @@ and ``position`` = the camera centre, so ``c2w_gl = [R_cv @ diag(1, -1, -1) | po
 (:func:`c2w_from_viser`, :func:`viser_from_c2w`). ``fov`` is always vertical.
 
 Render modes (:data:`MODES`): ``rgb`` over a background colour; ``depth`` (expected depth of the visible surface,
-colour-mapped between the frame's 2nd and 98th percentiles); ``opacity``; ``normals`` (world normals from central
-differences of ``field.density``, the SDF's gradient for ``kind == "sdf"``, shown as ``0.5 + 0.5 n``). A crop box
+colour-mapped between the frame's 2nd and 98th percentiles); ``opacity``; ``normals`` (world normals shown as
+``0.5 + 0.5 n``: for SDF fields the renderer's composited unit normals, for density fields central differences of
+``field.density`` at the visible surface). A crop box
 zeroes the density outside it (field, occupancy grid and density cache alike).
 """
 from __future__ import annotations
@@ -220,6 +221,9 @@ def render_view(field, grid, opts, c2w, width: int, height: int, fov_deg: float,
             strips.append(out["rgb"])
         elif mode == "opacity":
             strips.append(acc.expand(-1, -1, 3))
+        elif mode == "normals" and "normals" in out:  # SDF fields: the renderer's composited normals
+            n = torch.nn.functional.normalize(out["normals"], dim=-1)
+            strips.append((n * 0.5 + 0.5) * acc + bg * (1 - acc))
         elif mode == "normals":
             o, d = image_rays(strip, 0)
             n = _normals(field, o + d * t.reshape(-1, 1), eps).reshape(h, width, 3)

@@ -257,6 +257,8 @@ class ViewerApp:
 
         if view_dependent(self.field) and self.view_centres is None:  # no views to average over: exact marching
             return
+        if self.field.kind != "density":  # the density cache draws density fields only (SDF: exact marching)
+            return
         # Not a daemon: the interpreter must not exit while torch is inside the build (C++ abort).
         self.cache_thread = threading.Thread(target=self.build_cache, name="nfkit-view-cache")
         self.cache_thread.start()

@@ -244,6 +244,17 @@ class CoordField(Field):
         require_kind(self, ("sdf",), f"{self.family} sdf(x)")
         return self.raw(self.coords(x))[:, 0]
 
+    def surface(self):
+        """SDF signal: a fixed NeuS surface model for rendering (these fits learn none): inv_s = 512 / the AABB's
+        diagonal, a transition about one default render step wide. Not a submodule (field files are unchanged)."""
+        require_kind(self, ("sdf",), f"{self.family} surface()")
+        if "_surface" not in self.__dict__:
+            from nfkit.fields.sdf import SurfaceDensity
+
+            diag = float((self.aabb[1] - self.aabb[0]).norm())
+            self.__dict__["_surface"] = SurfaceDensity("neus", math.log(512 / diag) / 10, fixed=True).to(self.aabb.device)
+        return self.__dict__["_surface"]
+
     def sdf_and_gradient(self, x: torch.Tensor, create_graph: bool = False):
         """SDF signal: (sdf [N], grad [N, 3]) by autograd through the core."""
         require_kind(self, ("sdf",), f"{self.family} sdf_and_gradient(x)")

@@ -144,7 +144,7 @@ def extract_points(field, grid, opts, cams, max_points: int = 500_000, min_opaci
     from nfkit.renderers import image_rays
     from nfkit.renderers.render import render_rays_inference
 
-    require_kind(field, RENDERABLE, "--points")
+    require_kind(field, ("density",), "--points (rendered depth of a radiance field)")
     pts, cols = [], []
     for i in range(len(cams)):
         rays_o, rays_d = image_rays(cams, i)

@@ -7,10 +7,13 @@ from nfkit.renderers.occupancy import OccupancyGrid
 from nfkit.renderers.density_cache import DensityCache
 from nfkit.renderers.render import RenderOptions, default_step_size, preview_options, render_image, render_rays
 from nfkit.renderers.sampling import march, march_reference, uniform_samples
+from nfkit.renderers.sdf import neus_alpha, render_rays_sdf, sdf_occupancy_fn
+from nfkit.renderers.view_density import occupancy_density_fn
 
 __all__ = [
     "Cameras", "image_rays", "pixel_rays", "ray_aabb", "opencv_to_opengl", "opengl_to_opencv",
     "composite_packed", "composite_batched", "weights_from_density", "weights_from_alpha",
     "OccupancyGrid", "RenderOptions", "default_step_size", "render_rays", "render_image",
-    "march", "march_reference", "require_kind", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
+    "march", "march_reference", "require_kind", "occupancy_density_fn",
+    "render_rays_sdf", "sdf_occupancy_fn", "neus_alpha", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
 ]

@@ -1,6 +1,9 @@
 """The shared volumetric renderer: rays -> occupancy-grid samples -> any Field -> composited pixels.
 
-Every field family renders through :func:`render_rays`; nothing here knows which family it is drawing.
+Every field family renders through :func:`render_rays`; nothing here knows which family it is drawing, only its
+kind (``field.kind``): density fields are composited here, SDF fields by :mod:`nfkit.renderers.sdf` (NeuS /
+VolSDF) on the same grid, marcher and compositor. Every output dict has ``channels`` (name -> [R, C]): the field's
+extra per-point outputs (``FieldOutput.channels``) composited with the colour's weights.
 """
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nfkit.fields.base import capabilities_of
+from nfkit.fields.base import capabilities_of, kind_of, require_kind
 from nfkit.fields.precision import call_padded
 from nfkit.renderers.cameras import Cameras, image_rays, ray_aabb
 from nfkit.renderers.compositing import accumulate, composite_packed, packed_exclusive_sum, weights_from_density
 from nfkit.renderers.occupancy import OccupancyGrid
 from nfkit.renderers.sampling import march, march_segment
+from nfkit.renderers.sdf import composite_channels, render_rays_sdf, render_rays_sdf_inference
 from nfkit.renderers.view_density import density_along, view_dependent
 
 
@@ -25,6 +29,7 @@ class RenderOptions:
     near: float = 0.0
     bf16: bool = False  # inference only: bfloat16 autocast for the MLPs (~2x faster GEMMs on CPUs with AVX512-BF16)
     weight_eps: float = 1e-4  # inference: colour is evaluated only for samples whose weight exceeds this
+    cos_anneal_ratio: float = 1.0  # NeuS cosine annealing (0 -> 1 over the start of training; set by the objective)
 
 
 def preview_options(opts: RenderOptions) -> RenderOptions:
@@ -47,8 +52,13 @@ def render_rays(field, grid: OccupancyGrid, rays_o, rays_d, opts: RenderOptions,
     With ``prune``, a no-grad density pass (:func:`~nfkit.renderers.view_density.density_along`: the ray's own
     direction for a view-dependent field) first removes samples behind opaque surfaces (transmittance
     < ``early_stop_eps``) or with alpha below ``alpha_thre``; only the rest get the full (differentiable)
-    field evaluation. Returns dict ``rgb`` [R,3], ``opacity`` [R], ``depth`` [R], ``n_samples`` (int).
+    field evaluation. Returns dict ``rgb`` [R,3], ``opacity`` [R], ``depth`` [R], ``channels`` {name: [R, C]},
+    ``n_samples`` (int); SDF fields (:func:`~nfkit.renderers.sdf.render_rays_sdf`) add ``normals`` [R, 3] and the
+    per-sample ``sample_gradients`` [S, 3] and ``sample_sdf`` [S].
     """
+    if kind_of(field) == "sdf":
+        return render_rays_sdf(field, grid, rays_o, rays_d, opts, background, stratified, prune)
+    require_kind(field, ("density", "sdf"), "the volume renderer")
     n_rays = rays_o.shape[0]
     ray_idx, t0, t1 = march(rays_o, rays_d, grid, opts.step_size, stratified=stratified, near=opts.near)
     if prune and ray_idx.numel():
@@ -60,8 +70,9 @@ def render_rays(field, grid: OccupancyGrid, rays_o, rays_d, opts: RenderOptions,
         ray_idx, t0, t1 = ray_idx[keep], t0[keep], t1[keep]
     x = rays_o[ray_idx] + rays_d[ray_idx] * ((t0 + t1) * 0.5)[:, None]
     out = field(x, rays_d[ray_idx])
-    rgb, opacity, depth, _ = composite_packed(out.density, out.rgb, t0, t1, ray_idx, n_rays, background)
-    return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": int(ray_idx.numel())}
+    rgb, opacity, depth, w = composite_packed(out.density, out.rgb, t0, t1, ray_idx, n_rays, background)
+    return {"rgb": rgb, "opacity": opacity, "depth": depth,
+            "channels": composite_channels(w, out.channels, ray_idx, n_rays), "n_samples": int(ray_idx.numel())}
 
 
 @torch.no_grad()
@@ -76,6 +87,9 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     :func:`render_rays` (up to the skipped negligible samples). With ``cache`` (a :class:`DensityCache`) the
     marching reads densities from the cache and the field runs only where the weight matters (viewer mode).
     """
+    if kind_of(field) == "sdf":
+        return render_rays_sdf_inference(field, grid, rays_o, rays_d, opts, background)
+    require_kind(field, ("density", "sdf"), "the volume renderer")
     if cache is not None:
         return _render_cached(field, grid, rays_o, rays_d, opts, background, cache)
     n = rays_o.shape[0]
@@ -87,7 +101,9 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     alive = torch.nonzero(t_cur < t_far).flatten()
     k, n_samples = first_round, 0
     half = torch.full((n,), 0.5, device=dev)
-    fast = capabilities_of(field).geometry_split
+    chans: dict = {}
+    caps = capabilities_of(field)
+    fast = caps.geometry_split and not caps.channels  # extra channels come with the full evaluation
     view = view_dependent(field)  # density depends on d: one full evaluation gives density and colour
     pad = opts.bf16 and rays_o.device.type == "cpu"  # a few batch sizes only (see _padded)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=pad)
@@ -110,12 +126,14 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
             if sel.numel():
                 with amp:
                     if feats is not None:
-                        col = _padded(pad, field.color, feats[sel], d[ri[sel]])
+                        col, extra = _padded(pad, field.color, feats[sel], d[ri[sel]]), {}
                     elif full is not None:
-                        col = full.rgb[sel]
+                        col, extra = full.rgb[sel], {k: v[sel] for k, v in full.channels.items()}
                     else:
-                        col = _padded(pad, field, x[sel], d[ri[sel]]).rgb
+                        o_sel = _padded(pad, field, x[sel], d[ri[sel]])
+                        col, extra = o_sel.rgb, o_sel.channels
                 rgb.index_add_(0, alive[ri[sel]], w[sel, None] * col.float())
+                _add_channels(chans, extra, alive[ri[sel]], w[sel], n)
                 depth.index_add_(0, alive[ri[sel]], w[sel] * tm[sel])
                 wsum.index_add_(0, alive[ri[sel]], w[sel])
             tau_sum = accumulate(torch.ones_like(tau), tau[:, None], ri, alive.numel())[:, 0]
@@ -127,7 +145,16 @@ def render_rays_inference(field, grid: OccupancyGrid, rays_o, rays_d, opts: Rend
     opacity = 1 - trans
     if background is not None:
         rgb = rgb + trans[:, None] * background
-    return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": n_samples}
+    return {"rgb": rgb, "opacity": opacity, "depth": depth, "channels": chans, "n_samples": n_samples}
+
+
+def _add_channels(acc: dict, values: dict, rows, w, n: int) -> None:
+    """acc[name] [n, C] += w [S] * values[name] [S, C] at ``rows`` [S] (created at the first values)."""
+    for k, v in values.items():
+        v = v.reshape(v.shape[0], -1).float()
+        if k not in acc:
+            acc[k] = torch.zeros(n, v.shape[1], device=v.device)
+        acc[k].index_add_(0, rows, w[:, None] * v)
 
 
 def _padded(enabled: bool, fn, *rows):
@@ -146,28 +173,36 @@ def _render_cached(field, grid, rays_o, rays_d, opts: RenderOptions, background,
                                   opts.weight_eps, opts.early_stop_eps)
     dev = rays_o.device
     rgb, depth, wsum = torch.zeros(n, 3, device=dev), torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    chans: dict = {}
     if ri.numel():
         x, d = rays_o[ri] + rays_d[ri] * t[:, None], rays_d[ri]
         amp = opts.bf16 and rays_o.device.type == "cpu"
-        fast = capabilities_of(field).geometry_split
+        caps = capabilities_of(field)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            col = _padded(amp, lambda x, d: field.color(field.geometry(x)[1], d) if fast else field(x, d).rgb, x, d)
+            if caps.geometry_split and not caps.channels:
+                col, extra = _padded(amp, lambda x, d: field.color(field.geometry(x)[1], d), x, d), {}
+            else:
+                o_all = _padded(amp, field, x, d)
+                col, extra = o_all.rgb, o_all.channels
         rgb.index_add_(0, ri, w[:, None] * col.float())
+        _add_channels(chans, extra, ri, w, n)
         depth.index_add_(0, ri, w * t)
         wsum.index_add_(0, ri, w)
     opacity = 1 - trans
     scale = torch.where(wsum > 0, opacity / wsum.clamp_min(1e-12), torch.zeros_like(wsum))
     rgb, depth = rgb * scale[:, None], depth * scale
+    chans = {k: v * scale[:, None] for k, v in chans.items()}
     if background is not None:
         rgb = rgb + trans[:, None] * background
-    return {"rgb": rgb, "opacity": opacity, "depth": depth, "n_samples": int(ri.numel())}
+    return {"rgb": rgb, "opacity": opacity, "depth": depth, "channels": chans, "n_samples": int(ri.numel())}
 
 
 @torch.no_grad()
 def render_image(field, grid: OccupancyGrid, cams: Cameras, i: int, opts: RenderOptions, background=None,
                  chunk: int = 1 << 14, cache=None):
     """Render camera ``i`` of ``cams`` (``cache``: optional :class:`DensityCache`, viewer mode). Returns dict of
-    ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W], on the CPU. The rays (made from ``cams`` wherever they
+    ``rgb`` [H, W, 3], ``opacity`` [H, W], ``depth`` [H, W], ``channels`` {name: [H, W, C]} and, for SDF fields,
+    ``normals`` [H, W, 3] (composited unit normals, world), on the CPU. The rays (made from ``cams`` wherever they
     live) and ``background`` are moved to the grid's device, the field's (CUDA when it was loaded there)."""
     rays_o, rays_d = image_rays_on(cams, i, grid.aabb.device)
     background = on_device(background, grid.aabb.device)
@@ -188,5 +223,18 @@ def image_rays_on(cams: Cameras, i: int, device):
 
 
 def gather_image(outs: list[dict], h: int, w: int) -> dict:
-    """Per-chunk outputs of :func:`render_rays_inference` -> ``rgb`` [H, W, 3], ``opacity``, ``depth`` [H, W], CPU."""
-    return {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1).cpu() for k in ("rgb", "opacity", "depth")}
+    """Per-chunk outputs of :func:`render_rays_inference` -> ``rgb`` [H, W, 3], ``opacity``, ``depth`` [H, W],
+    ``normals`` [H, W, 3] when the chunks have them (SDF fields), ``channels`` {name: [H, W, C]}; on the CPU."""
+    keys = [k for k in ("rgb", "opacity", "depth", "normals") if k in outs[0]]
+    img = {k: torch.cat([o[k] for o in outs]).reshape(h, w, -1).squeeze(-1).cpu() for k in keys}
+    names = {k for o in outs for k in o.get("channels", {})}
+    img["channels"] = {k: _gather_channel(outs, k, h, w) for k in sorted(names)}
+    return img
+
+
+def _gather_channel(outs: list[dict], name: str, h: int, w: int) -> torch.Tensor:
+    """One channel over the chunks (zero in chunks where no sample carried it) -> [H, W, C] on the CPU."""
+    c = next(o["channels"][name].shape[-1] for o in outs if name in o.get("channels", {}))
+    parts = [o["channels"][name] if name in o.get("channels", {}) else torch.zeros(o["rgb"].shape[0], c)
+             for o in outs]
+    return torch.cat([p.cpu() for p in parts]).reshape(h, w, c)

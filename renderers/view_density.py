@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from nfkit.fields.base import capabilities_of
+from nfkit.fields.base import capabilities_of, kind_of, require_kind
 
 
 def view_dependent(field) -> bool:
@@ -27,6 +27,20 @@ def density_along(field, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     if not view_dependent(field):
         return field.density(x)
     return field.density_seen(x, d)
+
+
+def occupancy_density_fn(field, cam_centres: torch.Tensor | None = None, resolution: int = 64):
+    """x [N, 3] -> the density-like values [N] the occupancy grid is updated from, for any renderable kind: SDF
+    fields a density stand-in from |sdf| and the current NeuS inv_s / VolSDF beta
+    (:func:`~nfkit.renderers.sdf.sdf_occupancy_fn`; ``resolution``: the grid's, so that a cell the surface crosses
+    stays occupied); density fields :func:`camera_density_fn` (the density seen
+    from a random one of the camera centres [C, 3] when it depends on the view, else ``field.density``)."""
+    if kind_of(field) == "sdf":
+        from nfkit.renderers.sdf import sdf_occupancy_fn
+
+        return sdf_occupancy_fn(field, resolution)
+    require_kind(field, ("density",), "the occupancy grid")
+    return camera_density_fn(field, cam_centres)
 
 
 def camera_density_fn(field, centres: torch.Tensor | None):

@@ -100,12 +100,11 @@ def check_options(command: str, ns: argparse.Namespace) -> None:
     """Every generic check of one command's parsed options (numbers, output paths); raises NfkitError."""
     for name, value in vars(ns).items():
         check_number(name, value)
-    for name in OUTPUT_DIRS.get(command, ()):
-        if getattr(ns, name, None):
-            check_output_dir(name, getattr(ns, name))
-    for name in OUTPUT_FILES.get(command, ()):
-        if getattr(ns, name, None):
-            check_output_file(name, getattr(ns, name))
+    for names, check in ((OUTPUT_DIRS, check_output_dir), (OUTPUT_FILES, check_output_file)):
+        for name in names.get(command, ()):
+            value = getattr(ns, name, None)
+            if isinstance(value, (str, Path)) and str(value):  # not given: a default or sentinel of the command
+                check(name, value)
 
 
 def _parse_kv(items: list[str]) -> dict:

@@ -10,7 +10,8 @@ refinement (quality 75) rendered in strips and dropped as soon as the camera mov
 Cameras: viser reports ``wxyz`` (R_world_camera) and ``position`` with **OpenCV** axes; everything here is
 converted to nfkit's **OpenGL** c2w with :func:`nfkit.apps.view_render.c2w_from_viser`.
 
-Security: binds 127.0.0.1 unless told otherwise (and warns when it is not a loopback address); malformed client
+Security: binds 127.0.0.1 unless told otherwise (and warns when it is not a loopback address); websocket
+handshakes from a browser page of another origin are refused (:func:`origin_refusal`); malformed client
 messages are logged (rate-limited) and ignored; GUI values are validated before use; files written from the GUI
 (camera path, video) are plain names inside the output folder.
 """
@@ -73,6 +74,75 @@ def harden_viser() -> None:
 
     _infra._message_consumer = consumer
     _infra._nfkit_hardened = True
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def origin_refusal(origin: str | None, host_header: str | None, local_ip: str | None) -> str | None:
+    """Why a websocket handshake must be refused, or None to accept it.
+
+    Browsers send ``Origin`` with every websocket handshake; a page of another site open in the user's browser
+    could otherwise watch and drive the viewer. Accepted: no ``Origin`` (not a browser: scripts, tests), or an
+    ``Origin`` whose host:port is the ``Host`` the browser connected to (the viewer's own page) and, when the server
+    listens on a loopback address (``local_ip``), a loopback name (so a DNS-rebound name is refused too)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if origin is None:
+        return None
+    try:
+        u = urlsplit(origin)
+        netloc = u.netloc.lower()
+        name = (u.hostname or "").lower()
+    except ValueError:
+        return f"malformed Origin {origin[:80]!r}"
+    if u.scheme not in ("http", "https") or not netloc or netloc != (host_header or "").lower():
+        return f"Origin {origin[:80]!r} is not this viewer ({host_header})"
+    try:
+        loopback_server = local_ip is not None and ipaddress.ip_address(local_ip.split("%")[0]).is_loopback
+    except ValueError:
+        loopback_server = False
+    if loopback_server and name not in LOOPBACK_NAMES and not name.startswith("127."):
+        return f"Origin {origin[:80]!r} is not a loopback name"
+    return None
+
+
+def guard_origins() -> None:
+    """Make every websocket server of this process (viser's) refuse a handshake that :func:`origin_refusal`
+    refuses, with HTTP 403, before viser sees it. Applied once, by wrapping ``process_request`` of
+    ``websockets.asyncio.server.serve`` (viser 1.x passes its HTTP file server there)."""
+    import http
+    import inspect
+
+    import websockets.asyncio.server as ws_server
+
+    if getattr(ws_server.serve, "_nfkit_origin_guard", False):
+        return
+    plain_serve = ws_server.serve
+
+    def wrap(process_request):
+        async def guarded_request(connection, request):
+            if request.headers.get("Upgrade", "").lower() == "websocket":
+                local = connection.local_address[0] if connection.local_address else None
+                why = origin_refusal(request.headers.get("Origin"), request.headers.get("Host"), local)
+                if why is not None:
+                    warn_limited("origin", f"refused a websocket connection: {why}")
+                    return connection.respond(http.HTTPStatus.FORBIDDEN, "nfkit view: foreign Origin refused\n")
+            if process_request is None:
+                return None
+            out = process_request(connection, request)
+            return await out if inspect.isawaitable(out) else out
+
+        return guarded_request
+
+    class GuardedServe(plain_serve):  # serve is a class (an async context manager) in websockets >= 14
+        _nfkit_origin_guard = True
+
+        def __init__(self, *args, process_request=None, **kwargs):
+            super().__init__(*args, process_request=wrap(process_request), **kwargs)
+
+    ws_server.serve = GuardedServe
 
 
 def host_warning(host: str, port: int) -> str | None:
@@ -214,6 +284,7 @@ class ViewerApp:
         from nfkit.apps import viewer_gui
 
         harden_viser()
+        guard_origins()
         warning = host_warning(host, port)
         if warning:
             log.warning(warning)

@@ -34,9 +34,13 @@ def _trimesh():
     return trimesh
 
 
+MIN_VOLUME = 1e-6  # of the normalised bounding cube: a mesh enclosing less is flat or collapsed (no inside)
+
+
 def load_mesh(path, half_extent: float = 0.9):
     """Read a triangle mesh (OFF, PLY, OBJ, STL, GLB ...) and normalise it. Returns (mesh, transform [4, 4] float64,
-    scale). The mesh must be a single watertight triangle mesh (inside tests need a closed surface)."""
+    scale). The mesh must be a single watertight triangle mesh (inside tests need a closed surface) with finite
+    vertices that encloses a volume; anything else is a one-line :class:`DatasetError` naming the file."""
     trimesh = _trimesh()
     path = Path(path)
     if not path.is_file():
@@ -47,6 +51,13 @@ def load_mesh(path, half_extent: float = 0.9):
         raise DatasetError(f"{path}: unreadable mesh ({str(e)[:120]})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise DatasetError(f"{path}: no triangles found")
+    if not np.isfinite(mesh.vertices).all():
+        raise DatasetError(f"{path}: vertex coordinates are not finite (NaN or inf)")
+    faces = np.asarray(mesh.faces)
+    if faces.min() < 0 or faces.max() >= len(mesh.vertices):
+        raise DatasetError(f"{path}: faces refer to vertices that do not exist")
+    if not float(mesh.extents.max()) > 0:
+        raise DatasetError(f"{path}: degenerate mesh (all vertices at one point)")
     if not mesh.is_watertight:
         raise DatasetError(f"{path}: mesh is not watertight, so inside/outside (SDF sign, occupancy) is undefined")
     centre = mesh.bounds.mean(0)
@@ -56,6 +67,8 @@ def load_mesh(path, half_extent: float = 0.9):
     transform[:3, 3] = -scale * centre
     mesh = mesh.copy()
     mesh.apply_transform(transform)
+    if not abs(float(mesh.volume)) > MIN_VOLUME * (2 * half_extent) ** 3:
+        raise DatasetError(f"{path}: degenerate mesh (it encloses no volume: flat or collapsed)")
     if mesh.volume < 0:
         mesh.invert()
     return mesh, torch.from_numpy(transform), scale

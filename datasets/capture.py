@@ -5,7 +5,8 @@ Accepted inputs (detected in this order):
 1. a ``.json`` file (nerfstudio / instant-ngp transforms), a folder with ``transforms.json`` or a Blender folder
    (``transforms_train.json``, ...): returned as is (the json, or the Blender folder);
 2. a COLMAP model folder (``cameras``, ``images``, ``points3D`` as ``.bin`` or ``.txt``), or a project folder
-   with one in ``sparse/0`` or ``colmap/sparse/0``: converted to ``OUT/transforms.json`` (images stay in place);
+   with one in ``sparse/0`` or ``colmap/sparse/0``: converted to ``OUT/transforms.json`` (images stay in place,
+   ``OUT/images`` links to their folder so the json names no file outside ``OUT``);
 3. a video file (by extension, else probed with PyAV): ``n_frames`` sharp frames (:func:`select_frames`);
 4. a folder of images (.png, .jpg, .jpeg; sorted by name, natural order): all of them;
 
@@ -108,6 +109,30 @@ def _check_out_dir(out: Path, inp: Path) -> None:
         (out / stale).unlink(missing_ok=True)
 
 
+def _remove_images(out: Path) -> None:
+    """Removes ``out/images``: our folder of frames, or our link to a COLMAP model's image folder (never its files)."""
+    d = out / "images"
+    if d.is_symlink():
+        d.unlink()
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _link_images(out: Path, image_dir: Path) -> Path:
+    """The folder to name a COLMAP model's images from, inside ``out``: ``image_dir`` itself when it lies inside
+    ``out``, else ``out/images`` as a symbolic link to it (a copy where links are not supported), so that the
+    transforms.json never names files outside its folder (the reader refuses those by default)."""
+    if image_dir.resolve().is_relative_to(out.resolve()):
+        return image_dir
+    link = out / "images"
+    _remove_images(out)
+    try:
+        os.symlink(image_dir.resolve(), link, target_is_directory=True)
+    except OSError:
+        shutil.copytree(image_dir, link)
+    return link
+
+
 def _write_images(frames, out: Path) -> list[str]:
     """Writes [H, W, 3] uint8 frames as ``images/frame_NNNNN.png`` (via a temporary folder) -> file names."""
     import imageio.v3 as iio
@@ -120,7 +145,7 @@ def _write_images(frames, out: Path) -> list[str]:
         name = f"frame_{i:05d}.png"
         iio.imwrite(tmp / name, np.asarray(f))
         names.append(name)
-    shutil.rmtree(out / "images", ignore_errors=True)
+    _remove_images(out)
     os.replace(tmp, out / "images")
     return names
 
@@ -153,7 +178,7 @@ def _copy_images(files: list[Path], out: Path, max_side: int | None) -> tuple[li
             iio.imwrite(tmp / name, rgb)
             scale = (ow / w, oh / h)
         names.append(name)
-    shutil.rmtree(out / "images", ignore_errors=True)
+    _remove_images(out)
     os.replace(tmp, out / "images")
     return names, scale[0], scale[1]
 
@@ -208,7 +233,7 @@ def prepare_capture(input_path, out_dir, n_frames: int = 40, max_side: int | Non
                              f"beside the model and up to 3 folders up)")
         _check_out_dir(out, src)
         out.mkdir(parents=True, exist_ok=True)
-        meta = colmap_to_transforms(rec, out / "transforms.json", image_dir)
+        meta = colmap_to_transforms(rec, out / "transforms.json", _link_images(out, image_dir))
         err = float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else float("nan")
         report = {"tool": TOOL, "kind": kind, "input": str(src), "ok": True, "n_images": rec.num_images(),
                   "n_registered": len(meta["frames"]),

@@ -157,7 +157,7 @@ def test_colmap_model_to_transforms_keeps_the_projection(tmp_path):
 
     rec = pycolmap.Reconstruction(str(tmp_path / "scene" / "sparse" / "0"))
     data = load_dataset(out, "all")
-    assert data.names == [f"../scene/images/view_{i}.png" for i in range(4)]
+    assert data.names == [f"images/view_{i}.png" for i in range(4)]  # OUT/images links to scene/images
     x = torch.as_tensor(saved, dtype=torch.float64)
     x_n = (x @ data.transform[:3, :3].T + data.transform[:3, 3]).float()
     for i, name in enumerate(data.names):

@@ -39,7 +39,7 @@ HELP = {
     "background": "model of what lies beyond the AABB: auto (a learned environment map for RGB data, none "
                   "for RGBA), envmap, none",
     "sparsity": "weight of an L1 prior on the opacity at random points of the AABB, emptying space no view "
-                "explains (-1: 0.05 with a background model, else 0)",
+                "explains (-1: 0.05 with a background model for density fields, else 0)",
     "samples_per_step": "samples a training step (rays adapt to it; 0: the family's default: 65536, 16384 for neus)",
     "eikonal_weight": "SDF fields: weight of the eikonal term (|grad f| - 1)^2",
     "mask_weight": "SDF fields: weight of the mask term (BCE of the rendered opacity against alpha; RGBA data only)",

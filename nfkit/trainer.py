@@ -163,7 +163,8 @@ class Trainer:
             attach_background(self.field, EnvironmentMap())
         # Unbounded captures leave much of the AABB unseen (under the table, behind the object): an L1 prior on
         # the opacity sigma * step at random points empties it, so the occupancy grid can skip it.
-        auto = SPARSITY if self._background_kind() == "envmap" else 0.0
+        # (Density fields only by default: on an SDF it would pull |sdf| up everywhere, against the eikonal term.)
+        auto = SPARSITY if self._background_kind() == "envmap" and self.field.kind == "density" else 0.0
         self.sparsity = cfg.sparsity if cfg.sparsity >= 0 else auto
         self.objective = self._objective()
         obj = self.objective

@@ -15,8 +15,7 @@ from nfkit.datasets import SceneData, composite
 from nfkit.fields.background import ray_background
 from nfkit.loop import Objective, RayBudget, adam_groups
 from nfkit.losses import mse
-from nfkit.renderers import OccupancyGrid, RenderOptions, pixel_rays, render_rays
-from nfkit.renderers.view_density import camera_density_fn
+from nfkit.renderers import OccupancyGrid, RenderOptions, occupancy_density_fn, pixel_rays, render_rays
 
 SPARSITY_POINTS = 4096
 
@@ -118,9 +117,10 @@ class RadianceObjective(Objective):
         return {"transform": self.train.transform.tolist(), "scale": float(self.train.scale)}
 
     def grid_density(self):
-        """The occupancy grid's density function: ``field.density``, or for a field whose density depends on the
-        view the density seen from a random training camera (:func:`~nfkit.renderers.view_density.camera_density_fn`)."""
-        return camera_density_fn(self.field, self.cam_centres)
+        """The occupancy grid's density function (:func:`~nfkit.renderers.occupancy_density_fn`): ``field.density``;
+        for a field whose density depends on the view the density seen from a random training camera; for an SDF
+        field a density stand-in from |sdf|."""
+        return occupancy_density_fn(self.field, self.cam_centres, self.grid.resolution)
 
     @torch.no_grad()
     def refresh_grid(self, samples_per_cell: int = 4, chunk: int = 1 << 16) -> None:

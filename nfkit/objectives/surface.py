@@ -12,25 +12,19 @@ the renderer turns the SDF into alpha (NeuS, learned inverse standard deviation)
 
 NeuS's cosine annealing: ``opts.cos_anneal_ratio`` ramps linearly 0 -> 1 over the first ``anneal_fraction`` of the
 run (progress by steps or seconds). The occupancy grid is updated from the SDF through
-:func:`nfkit.renderers.occupancy_density_fn`.
+:func:`nfkit.renderers.occupancy_density_fn`, as the radiance objective's from density.
 """
 from __future__ import annotations
 
 import torch
 
 from nfkit.errors import NfkitError
-from nfkit.losses import curvature, eikonal, mask_bce
+from nfkit.losses import curvature, eikonal, mask_bce, mse
 from nfkit.objectives.radiance import RadianceObjective
+from nfkit.renderers import render_rays
 
 EIKONAL_POINTS = 1024
 CURVATURE_EPS = 1e-3
-
-
-def surface_renderer_available() -> bool:
-    """Whether the renderers draw SDF fields (``occupancy_density_fn`` and SDF outputs of ``render_rays``)."""
-    import nfkit.renderers as r
-
-    return callable(getattr(r, "occupancy_density_fn", None))
 
 
 class SurfaceObjective(RadianceObjective):
@@ -38,9 +32,6 @@ class SurfaceObjective(RadianceObjective):
 
     def __init__(self, *args, eikonal_weight: float = 0.1, mask_weight: float = 0.1, curvature_weight: float = 0.0,
                  anneal_fraction: float = 0.1, **kw):
-        if not surface_renderer_available():
-            raise NfkitError("--field: SDF fields need the surface renderer (nfkit.renderers.occupancy_density_fn), "
-                             "which this installation lacks")
         for name, v in (("eikonal-weight", eikonal_weight), ("mask-weight", mask_weight),
                         ("curvature-weight", curvature_weight), ("anneal-fraction", anneal_fraction)):
             if not v >= 0:
@@ -48,11 +39,6 @@ class SurfaceObjective(RadianceObjective):
         super().__init__(*args, **kw)
         self.w_eikonal, self.w_mask, self.w_curv = eikonal_weight, mask_weight, curvature_weight
         self.anneal_fraction = anneal_fraction
-
-    def grid_density(self):
-        from nfkit.renderers import occupancy_density_fn
-
-        return occupancy_density_fn(self.field, self.cam_centres)
 
     def before_step(self, step: int, progress: float) -> None:
         a = self.anneal_fraction
@@ -63,9 +49,6 @@ class SurfaceObjective(RadianceObjective):
         return lo + torch.rand(n, 3, device=lo.device) * (hi - lo)
 
     def losses(self, step: int, progress: float) -> dict[str, torch.Tensor]:
-        from nfkit.losses import mse
-        from nfkit.renderers import render_rays
-
         rays_o, rays_d, target, bg, alpha = self.sample_batch()
         self.grid.update(step, self.grid_density(), self.opts.step_size)
         out = render_rays(self.field, self.grid, rays_o, rays_d, self.opts, bg, stratified=True)

@@ -134,3 +134,21 @@ def test_real_mesh_views_lie_on_the_surface(tmp_path):
     true = trimesh.load(str(path), process=False, force="mesh")
     _, dist, _ = trimesh.proximity.closest_point(true, pts[::7])
     assert dist.max() < 1e-4 * float(np.linalg.norm(true.extents))
+
+
+def test_sphere_cameras_are_rigid_spread_and_look_at_the_centre():
+    from nfkit.datasets.mesh_views import sphere_cameras
+    from nfkit.poses import fibonacci_directions, is_rigid
+
+    d = fibonacci_directions(200)
+    assert np.allclose(np.linalg.norm(d, axis=1), 1) and np.abs(d.mean(0)).max() < 0.02
+    nearest = np.sort(d @ d.T, axis=1)[:, -2]  # no two directions bunch up
+    assert nearest.max() < np.cos(0.15)
+    cams = sphere_cameras(12, 32, mesh_radius=1.2, seed=5)
+    c2w = cams.c2w.double().numpy()
+    assert is_rigid(c2w).all()
+    eye = c2w[:, :3, 3]
+    assert np.allclose(np.linalg.norm(eye, axis=1), 4.0, atol=1e-5)
+    assert np.allclose(-c2w[:, :3, 2], -eye / 4.0, atol=1e-5)  # -Z points at the origin
+    other = sphere_cameras(12, 32, mesh_radius=1.2, seed=6).c2w
+    assert not torch.allclose(cams.c2w, other)  # the seed turns the lattice

@@ -31,8 +31,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from nfkit.fields.base import FieldOutput
 from nfkit.renderers.compositing import accumulate, weights_from_alpha, weights_from_density
 from nfkit.renderers.sampling import march
+
+
+EVAL_CHUNK = 1 << 16  # points per field evaluation without grad (pruning pass, inference)
 
 
 def neus_alpha(sdf, grad, dirs, dt, inv_s, cos_anneal_ratio: float = 1.0) -> torch.Tensor:
@@ -79,14 +83,15 @@ def render_rays_sdf(field, grid, rays_o, rays_d, opts, background=None, stratifi
     if prune and ri.numel():
         with torch.no_grad():
             x = rays_o[ri] + rays_d[ri] * ((t0 + t1) * 0.5)[:, None]
-            w, trans = _estimated_weights(surface, field.sdf(x).float(), t0, t1, ri, n_rays)
+            sdf = torch.cat([field.sdf(c).float() for c in x.split(EVAL_CHUNK)]) if len(x) else x[:, 0]
+            w, trans = _estimated_weights(surface, sdf, t0, t1, ri, n_rays)
             keep = trans > opts.early_stop_eps
             if opts.alpha_thre > 0:
                 keep &= w > opts.alpha_thre * trans
         ri, t0, t1 = ri[keep], t0[keep], t1[keep]
     d = rays_d[ri]
     x = rays_o[ri] + d * ((t0 + t1) * 0.5)[:, None]
-    out = field(x, d)
+    out = field(x, d) if torch.is_grad_enabled() else _forward_chunked(field, x, d)
     grad = out.gradient
     if grad is None:  # fields whose forward does not give it (coordinate SDF fits)
         grad = field.sdf_and_gradient(x, create_graph=torch.is_grad_enabled())[1]
@@ -94,6 +99,18 @@ def render_rays_sdf(field, grid, rays_o, rays_d, opts, background=None, stratifi
     res = composite_sdf(w, out.rgb, grad, out.channels, (t0 + t1) * 0.5, ri, n_rays, background)
     res.update(sample_gradients=grad, sample_sdf=out.sdf, n_samples=int(ri.numel()))
     return res
+
+
+def _forward_chunked(field, x, d, chunk: int | None = None) -> FieldOutput:
+    """``field(x, d)`` in chunks of ``chunk`` points (no grad: inference; a hash-grid SDF evaluates 7 points
+    for each, so a whole image's samples at once would take gigabytes)."""
+    chunk = chunk or EVAL_CHUNK
+    if len(x) <= chunk:
+        return field(x, d)
+    outs = [field(a, b) for a, b in zip(x.split(chunk), d.split(chunk))]
+    cat = lambda name: None if getattr(outs[0], name) is None else torch.cat([getattr(o, name) for o in outs])  # noqa: E731
+    return FieldOutput(cat("density"), cat("rgb"), cat("features"), cat("sdf"), cat("gradient"),
+                       {k: torch.cat([o.channels[k] for o in outs]) for k in outs[0].channels})
 
 
 def composite_sdf(w, rgb, grad, channels: dict, t_mid, ray_indices, n_rays: int, background=None) -> dict:

@@ -76,7 +76,7 @@ def test_weights_of_an_analytic_sphere_peak_at_the_surface(renderer):
 
 
 @pytest.mark.parametrize("renderer", ["neus", "volsdf"])
-def test_render_rays_of_an_sdf_field(renderer):
+def test_render_rays_of_an_sdf_field(renderer, monkeypatch):
     """The dispatching renderer: depth of the first crossing, normals towards the camera, channels composited,
     per-sample gradients for the eikonal loss, and inference giving the same picture."""
     from nfkit.renderers.render import render_rays_inference
@@ -94,8 +94,10 @@ def test_render_rays_of_an_sdf_field(renderer):
     torch.testing.assert_close(out["channels"]["c"][:, 0], 2.0 * out["opacity"])
     assert out["sample_gradients"].shape == (out["n_samples"], 3)
     torch.testing.assert_close(out["rgb"][2], torch.ones(3), atol=1e-2, rtol=0)
+    monkeypatch.setattr("nfkit.renderers.sdf.EVAL_CHUNK", 7)  # inference evaluates in chunks: the same picture
     inf = render_rays_inference(f, grid, o, d, opts, torch.ones(3))
     torch.testing.assert_close(inf["rgb"], out["rgb"])
+    torch.testing.assert_close(inf["normals"], out["normals"])
     assert "sample_gradients" not in inf
 
 
@@ -186,3 +188,32 @@ def test_render_image_of_a_neus_field_has_a_normals_map():
     assert img["normals"].shape == (16, 16, 3) and img["rgb"].shape == (16, 16, 3)
     centre = img["normals"][8, 8] / img["opacity"][8, 8]
     assert img["opacity"][8, 8] > 0.9 and centre[1] < -0.8  # the initial sphere faces the camera at y = -2.5
+
+
+def test_view_render_draws_an_sdf_field_in_every_mode_and_cropped():
+    from nfkit.apps import view_render as vr
+
+    f = fields.build_field("neus", TINY, AABB).eval()
+    grid = OccupancyGrid(AABB, 16)
+    opts = RenderOptions(step_size=default_step_size(AABB, 128))
+    c2w = vr.look_at((0.0, -2.5, 0.0), (0.0, 0.0, 0.0))
+    imgs = {m: vr.render_view(f, grid, opts, c2w, 12, 12, 50.0, mode=m) for m in vr.MODES}
+    assert all(im.shape == (12, 12, 3) for im in imgs.values())
+    # normals mode: the sphere's centre faces the camera (-y): green channel 0.5 + 0.5 n_y well below 128
+    assert imgs["normals"][6, 6, 1] < 64 and imgs["opacity"][6, 6, 0] > 230
+    cropped = vr.render_view(f, grid, opts, c2w, 12, 12, 50.0, mode="opacity", crop=((-1, -1, -1), (1, 1, -0.9)))
+    assert cropped[6, 6, 0] < 30  # the box holds no surface
+
+
+def test_export_contours_a_neus_field_at_its_zero_level():
+    pytest.importorskip("skimage")
+    from nfkit import export
+
+    torch.manual_seed(0)
+    f = fields.build_field("neus", {"backbone": "mlp", "hidden": 64, "n_layers": 2}, AABB).eval()
+    m = export.extract_mesh(f, 24)
+    s = f.sdf(torch.as_tensor(m["vertices"], dtype=torch.float32))
+    assert m["level"] == 0.0 and m["colors"].shape == (len(m["vertices"]), 3)
+    assert float(s.abs().max()) < 2.0 / 23  # on the zero level set, within a voxel
+    r = torch.as_tensor(m["vertices"]).norm(dim=-1)
+    assert 0.3 < float(r.mean()) < 0.7  # the initial sphere, radius ~0.5

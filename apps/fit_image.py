@@ -21,6 +21,7 @@ import torch
 from nfkit.atomic import write_json_atomic
 from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
 from nfkit.errors import NfkitError
+from nfkit.images import load_image  # the one image reader
 from nfkit.objectives import fit_points  # the regression loop lives in the library (re-exported here)
 
 FAMILIES = ("mlp", "cam", "rbf", "triplane", "hashgrid")  # hashgrid: the hashgrid-coord family (image/shape signals)
@@ -57,47 +58,6 @@ def coord_family(name: str) -> str:
     if name not in FAMILIES:
         raise NfkitError(f"--field: {name!r} has no image/shape signal; choose one of {', '.join(FAMILIES)}")
     return "hashgrid-coord" if name == "hashgrid" else name
-
-
-def load_image(spec: str, max_side: int = 0) -> torch.Tensor:
-    """An image as float32 [H, W, 3] in [0, 1]: a file, or ``skimage:NAME``. Grey is replicated to RGB; alpha is
-    composited on white. ``max_side`` > 0 downscales (area filter) so the larger side is at most that."""
-    import numpy as np
-
-    if spec.startswith("skimage:"):
-        name = spec.split(":", 1)[1]
-        try:
-            import skimage.data
-        except ImportError:
-            raise NfkitError(f"{spec}: needs scikit-image (pip install scikit-image)") from None
-        fn = getattr(skimage.data, name, None)
-        if fn is None or not callable(fn):
-            raise NfkitError(f"{spec}: scikit-image has no sample image {name!r} (try astronaut, coffee, chelsea)")
-        arr = np.asarray(fn())
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise NfkitError(f"{spec}: no such image file")
-        import imageio.v3 as iio
-
-        try:
-            arr = np.asarray(iio.imread(path))
-        except Exception as e:
-            raise NfkitError(f"{spec}: unreadable image ({str(e)[:100]})") from None
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, -1)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise NfkitError(f"{spec}: expected an RGB(A) or grey image, got array shape {arr.shape}")
-    scale = 255.0 if arr.dtype == np.uint8 else 65535.0 if arr.dtype == np.uint16 else 1.0
-    img = torch.from_numpy(arr.astype(np.float32) / scale).clamp(0, 1)
-    if img.shape[-1] == 4:
-        img = img[..., :3] * img[..., 3:] + (1 - img[..., 3:])
-    h, w = img.shape[:2]
-    if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=size, mode="area")[0].permute(1, 2, 0)
-    return img.contiguous()
 
 
 def pixel_coords(h: int, w: int) -> torch.Tensor:

@@ -24,7 +24,11 @@ from nfkit.apps.cli_config import add_dataclass_args, check_options, dataclass_f
 from nfkit.trainer import FitConfig
 
 HELP = {
-    "data": "dataset: a Blender folder (transforms_train.json ...) or a nerfstudio/instant-ngp transforms.json",
+    "data": "dataset: a Blender folder (transforms_train.json ...), a nerfstudio/instant-ngp transforms.json, IDR/DTU "
+            "cameras.npz, LLFF poses_bounds.npy, a Middlebury *_par.txt folder, or a capture (video, image folder, "
+            "COLMAP model)",
+    "max_side": "downscale training images so the larger side is at most this (0: full resolution)",
+    "allow_outside_paths": "accept transforms.json image paths that are absolute or leave the dataset folder",
     "out": "output folder (metrics.json, field.safetensors, renders/, checkpoint/)",
     "field": "field family",
     "steps": "training steps",
@@ -97,9 +101,9 @@ def run(ns: argparse.Namespace) -> dict:
     if capture and cfg.max_seconds <= 0:
         cfg.max_seconds = CAPTURE_TRAIN_SECONDS
         print(f"nfkit fit: capture: training for at most {cfg.max_seconds:.0f} s (--max-seconds to change)")
-    train = load_dataset(data, "train", max_side=cfg.max_side or None)
+    train = load_dataset(data, "train", max_side=cfg.max_side, allow_outside_paths=cfg.allow_outside_paths)
     try:
-        test = load_dataset(data, "test", max_side=cfg.max_side or None)
+        test = load_dataset(data, "test", max_side=cfg.max_side, allow_outside_paths=cfg.allow_outside_paths)
     except SplitNotFound:  # no held-out views: fit anyway, metrics without PSNR; other errors are errors
         test = None
     out.mkdir(parents=True, exist_ok=True)

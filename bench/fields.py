@@ -240,7 +240,7 @@ def main() -> int:
           + ", ".join(f"{s}={budgets[s]:,}" for s in signals), flush=True)
     data, rows, rbf_row, notes = {}, [], None, []
     if "image" in signals:
-        from nfkit.apps.fit_image import load_image
+        from nfkit.images import load_image
 
         data["image"] = load_image(args.image, args.image_side)
     if "sdf" in signals or args.rbf_seconds > 0:

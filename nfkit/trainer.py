@@ -47,7 +47,8 @@ class FitConfig:
     # default (nfkit.family_defaults; see Trainer.lr_factor)
     grid_resolution: int = 64
     n_steps_per_ray: int = 256  # marching step = AABB diagonal / this
-    max_side: int = 0  # downscale images so the larger side is at most this (0: keep)
+    max_side: int = 800  # downscale images so the larger side is at most this, with a notice (0: full size)
+    allow_outside_paths: bool = False  # transforms.json may name images outside its folder (absolute or ../)
     frames: int = 40  # frames chosen from a video input
     background: str = "auto"  # auto (envmap for RGB data, none for RGBA) | envmap | none
     sparsity: float = -1.0  # weight of the L1 density prior at random AABB points; -1: auto (see Trainer)

@@ -59,6 +59,7 @@ def one_ray_samples(offset: float, n: int = 400):
 
 
 @pytest.mark.parametrize("renderer", ["neus", "volsdf"])
+@torch.no_grad()
 def test_weights_of_an_analytic_sphere_peak_at_the_surface(renderer):
     f = SphereSDF(SphereSDF.Config(renderer), AABB)
     for offset, t_hit in ((0.0, 2.0 - R), (0.3, 2.0 - (R * R - 0.09) ** 0.5)):

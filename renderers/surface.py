@@ -15,12 +15,18 @@ Two tracers give the same depths: :func:`sphere_trace_reference` evaluates every
 (Keinert et al. 2014, "Enhanced Sphere Tracing"): a step of ``omega·|f|``, replaced by the safe step ``|f|`` (and
 ``omega = 1`` from then on for that ray) when the two unbounding spheres do not overlap or the step crossed the
 surface. Steps are signed by the side the ray started on, so a ray that overshoots a not-quite-SDF steps back.
+
+On SDF fields (``field.kind == "sdf"``): :func:`sphere_trace_field` and :func:`newton_project_field` take ∇f from
+``field.sdf_and_gradient`` (finite differences on the hash grid, autograd on the MLP) and refuse other kinds with a
+one-line :class:`~nfkit.errors.NfkitError`.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+
+from nfkit.fields.base import require_kind
 
 SdfFn = Callable[[torch.Tensor], torch.Tensor]
 SdfGradFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -172,3 +178,19 @@ def newton_project_reference(sdf_fn: SdfFn, x: torch.Tensor, steps: int = 1) -> 
             (g,) = torch.autograd.grad(f.sum(), xg, create_graph=True)
         x = xg - (f / (g * g).sum(-1))[:, None] * g
     return x
+
+
+def sphere_trace_field(field, rays_o: torch.Tensor, rays_d: torch.Tensor, near, far,
+                       **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sphere_trace` of an SDF field (normalised scene coordinates); ∇f for the hit depth's denominator
+    from ``field.sdf_and_gradient``. Keyword arguments as :func:`sphere_trace` (not ``grad_fn``)."""
+    require_kind(field, ("sdf",), "sphere tracing")
+    return sphere_trace(field.sdf, rays_o, rays_d, near, far,
+                        grad_fn=lambda x: field.sdf_and_gradient(x, create_graph=False)[1], **kwargs)
+
+
+def newton_project_field(field, x: torch.Tensor, steps: int = 1, create_graph: bool = True) -> torch.Tensor:
+    """:func:`newton_project` onto an SDF field's zero level set; differentiable in the field's parameters (and x)
+    when ``create_graph``."""
+    require_kind(field, ("sdf",), "Newton projection")
+    return newton_project(lambda p: field.sdf_and_gradient(p, create_graph=create_graph), x, steps)

@@ -5,10 +5,19 @@ import nfkit  # noqa: F401
 import pytest
 import torch
 
-from nfkit.renderers.surface import (implicit_depth, newton_project, newton_project_reference, sphere_trace,
-                                     sphere_trace_reference)
+from nfkit.errors import NfkitError
+from nfkit.renderers.surface import (implicit_depth, newton_project, newton_project_field, newton_project_reference,
+                                     sphere_trace, sphere_trace_field, sphere_trace_reference)
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Analytic checks in float64 (tight tolerances); the default dtype is restored for other modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def sphere_sdf(radius, centre=(0.1, -0.05, 0.02)):
@@ -224,3 +233,42 @@ def test_newton_projection_matches_reference_and_is_differentiable():
     ga = torch.autograd.grad(a.sum(), r)[0]
     gb = torch.autograd.grad(newton_project_reference(fn, x, steps=2).sum(), r)[0]
     assert ga.abs() > 0 and torch.allclose(ga, gb, atol=1e-10)
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "hashgrid"])
+def test_on_a_neus_field(backbone):
+    """A fresh neus field (geometric initialisation: about a sphere): hits lie on its zero level set, the live-ray
+    tracer agrees with the reference, depth gradients reach its parameters, projections land on f = 0."""
+    from nfkit.fields import build_field
+
+    torch.set_default_dtype(torch.float32)  # the hash-grid kernel is float32
+    torch.manual_seed(0)
+    cfg = {"backbone": backbone, "n_levels": 4, "log2_hashmap_size": 12, "max_resolution": 64, "hidden": 32,
+           "geo_features": 4, "color_hidden": 16, "color_layers": 1}
+    field = build_field("neus", cfg, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    o, d = rays_towards_sphere(n=64, seed=10, dist=2.0, spread=0.3)
+    t, hit = sphere_trace_field(field, o, d, 0.0, 4.0, eps=1e-5, max_steps=300)
+    assert hit.sum() > 32
+    with torch.no_grad():
+        assert field.sdf(o[hit] + t[hit, None] * d[hit]).abs().max() < 1e-5
+        t_ref, hit_ref = sphere_trace_reference(field.sdf, o, d, 0.0, 4.0, eps=1e-5, max_steps=300,
+                                                differentiable=False)
+    assert torch.equal(hit, hit_ref) and torch.allclose(t.detach(), t_ref, atol=1e-5)
+    grads = torch.autograd.grad(t[hit].sum(), [p for p in field.parameters() if p.requires_grad], allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    x = torch.randn(100, 3, generator=torch.Generator().manual_seed(11)) * 0.3
+    p = newton_project_field(field, x, steps=4, create_graph=False)
+    with torch.no_grad():
+        assert field.sdf(p).abs().max() < 1e-3 * field.sdf(x).abs().max()
+
+
+def test_density_field_is_refused_in_one_line():
+    from nfkit.fields import build_field
+
+    torch.set_default_dtype(torch.float32)
+    field = build_field("hashgrid", {"n_levels": 2, "log2_hashmap_size": 10}, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    o, d = rays_towards_sphere(n=4)
+    for call in (lambda: sphere_trace_field(field, o, d, 0.0, 4.0), lambda: newton_project_field(field, o)):
+        with pytest.raises(NfkitError, match="needs a sdf field") as e:
+            call()
+        assert "\n" not in str(e.value)

@@ -11,8 +11,10 @@ optional modulation coordinate ``m`` [N, k] (CAM only; ``None`` elsewhere) to fe
   channel, rgb = sigmoid(sum_k SH_k(d) * coeff_k), as GNF's radiance head).
 * ``"image"`` (kind ``"image"``): x [N, 2] pixel coordinates in [0, 1]^2 (``((u + 0.5) / W, (v + 0.5) / H)``, x right,
   y down); rgb = sigmoid(Linear(core)). ``density`` is 1 (an opaque plane).
-* ``"sdf"`` (kind ``"sdf"``): x [N, 3] world (shape normalised into its AABB); ``density(x)`` returns the signed
-  distance (negative inside) in world units, unclamped outside the AABB (coordinates clamp to its faces).
+* ``"sdf"`` (kind ``"sdf"``): x [N, 3] world (shape normalised into its AABB); ``sdf(x)`` (and ``density(x)``, which
+  the coordinate fits keep using) returns the signed distance (negative inside) in world units, unclamped outside
+  the AABB (coordinates clamp to its faces); ``sdf_and_gradient`` by autograd; the SDF renderer draws it grey with
+  a fixed NeuS sharpness (:meth:`CoordField.surface`).
 * ``"occupancy"`` (kind ``"occupancy"``): like ``"sdf"`` but ``density(x)`` returns the occupancy logit (positive
   inside, probability = sigmoid).
 

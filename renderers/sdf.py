@@ -18,7 +18,10 @@ gradient; VolSDF: the exact density), then the kept samples get the full evaluat
 [R, 3], ``opacity`` [R], ``depth`` [R] (expected, not normalised), ``normals`` [R, 3] (composited unit normals,
 world), ``channels`` {name: [R, C]}, ``sample_gradients`` [S, 3] (grad f at the kept samples, with graph, for the
 eikonal loss), ``sample_sdf`` [S], ``n_samples``. Inference (:func:`render_rays_sdf_inference`) is the same
-computation without grad (so images match training's quadrature), without the per-sample outputs.
+computation without grad and without the per-sample outputs, evaluated in chunks, and skipping also the samples
+whose estimated alpha is below 1e-4 (NeuS gives every sample at least ~1e-5): on a 100^2 view of the initial
+hash-grid sphere at inv_s 403, 0.79 s instead of 2.42 s (1 thread), opacity within 1.3e-4 of training's on average
+(2.5e-2 at worst, at grazing pixels).
 
 Occupancy grid (:func:`sdf_occupancy_fn`): a direction-free density stand-in from |f| minus a cell's half diagonal
 (so a cell the surface passes through is kept wherever its jittered point lands): NeuS the logistic density
@@ -27,6 +30,7 @@ Occupancy grid (:func:`sdf_occupancy_fn`): a direction-free density stand-in fro
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,7 @@ from nfkit.renderers.sampling import march
 
 
 EVAL_CHUNK = 1 << 16  # points per field evaluation without grad (pruning pass, inference)
+INFERENCE_ALPHA = 1e-4  # inference skips samples of smaller estimated alpha (NeuS's floor per sample is 1e-5)
 
 
 def neus_alpha(sdf, grad, dirs, dt, inv_s, cos_anneal_ratio: float = 1.0) -> torch.Tensor:
@@ -132,7 +137,9 @@ def composite_channels(w, channels: dict, ray_indices, n_rays: int) -> dict:
 
 @torch.no_grad()
 def render_rays_sdf_inference(field, grid, rays_o, rays_d, opts, background=None) -> dict:
-    """:func:`render_rays_sdf` without grad and without the per-sample outputs (same quadrature as training)."""
+    """:func:`render_rays_sdf` without grad and without the per-sample outputs: the same quadrature as training, but
+    samples whose estimated alpha is below :data:`INFERENCE_ALPHA` (far from any surface) are skipped as well."""
+    opts = replace(opts, alpha_thre=max(opts.alpha_thre, INFERENCE_ALPHA))
     out = render_rays_sdf(field, grid, rays_o, rays_d, opts, background, stratified=False, prune=True)
     del out["sample_gradients"], out["sample_sdf"]
     return out

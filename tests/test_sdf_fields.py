@@ -96,9 +96,10 @@ def test_render_rays_of_an_sdf_field(renderer, monkeypatch):
     assert out["sample_gradients"].shape == (out["n_samples"], 3)
     torch.testing.assert_close(out["rgb"][2], torch.ones(3), atol=1e-2, rtol=0)
     monkeypatch.setattr("nfkit.renderers.sdf.EVAL_CHUNK", 7)  # inference evaluates in chunks: the same picture
-    inf = render_rays_inference(f, grid, o, d, opts, torch.ones(3))
-    torch.testing.assert_close(inf["rgb"], out["rgb"])
-    torch.testing.assert_close(inf["normals"], out["normals"])
+    inf = render_rays_inference(f, grid, o, d, opts, torch.ones(3))  # less the far samples' alpha floor (1e-5 each)
+    torch.testing.assert_close(inf["rgb"], out["rgb"], atol=5e-3, rtol=0)
+    torch.testing.assert_close(inf["normals"], out["normals"], atol=5e-3, rtol=0)
+    assert inf["n_samples"] < out["n_samples"]
     assert "sample_gradients" not in inf
 
 
@@ -213,7 +214,8 @@ def test_export_contours_a_neus_field_at_its_zero_level():
     torch.manual_seed(0)
     f = fields.build_field("neus", {"backbone": "mlp", "hidden": 64, "n_layers": 2}, AABB).eval()
     m = export.extract_mesh(f, 24)
-    s = f.sdf(torch.as_tensor(m["vertices"], dtype=torch.float32))
+    with torch.no_grad():
+        s = f.sdf(torch.as_tensor(m["vertices"], dtype=torch.float32))
     assert m["level"] == 0.0 and m["colors"].shape == (len(m["vertices"]), 3)
     assert float(s.abs().max()) < 2.0 / 23  # on the zero level set, within a voxel
     r = torch.as_tensor(m["vertices"]).norm(dim=-1)

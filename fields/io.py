@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
+from nfkit.atomic import commit, temp_name
 from nfkit.errors import FieldFileError
 from nfkit.fields.background import attach_background, background_header, build_background
 from nfkit.fields.base import Field, build_field
@@ -42,10 +42,13 @@ def save(field: Field, path, normalization: dict | None = None, info: dict | Non
     if bg is not None:
         meta["background"] = bg
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"nfkit": json.dumps(meta)})
-    os.replace(tmp, path)
-    return path
+    tmp = temp_name(path)
+    try:
+        save_file(tensors, str(tmp), metadata={"nfkit": json.dumps(meta)})
+        return commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_header(path) -> dict:

@@ -10,4 +10,5 @@ from nfkit.fields.sdf import NeuSField, SurfaceDensity
 from nfkit.fields.io import load, read_header, save
 
 __all__ = ["Capabilities", "Field", "FieldOutput", "HashGridField", "MLPField", "CAMField", "RBFField", "TriplaneField",
-           "HashCoordField", "NeuSField", "SurfaceDensity", "build_field", "families", "register_field", "load", "save", "read_header"]
+           "HashCoordField", "NeuSField", "SurfaceDensity", "build_field", "families", "register_field", "load", "save",
+           "read_header"]

@@ -254,7 +254,8 @@ class CoordField(Field):
             from nfkit.fields.sdf import SurfaceDensity
 
             diag = float((self.aabb[1] - self.aabb[0]).norm())
-            self.__dict__["_surface"] = SurfaceDensity("neus", math.log(512 / diag) / 10, fixed=True).to(self.aabb.device)
+            surface = SurfaceDensity("neus", math.log(512 / diag) / 10, fixed=True)
+            self.__dict__["_surface"] = surface.to(self.aabb.device)
         return self.__dict__["_surface"]
 
     def sdf_and_gradient(self, x: torch.Tensor, create_graph: bool = False):

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nfkit.fields.base import LOG_SIGMA_OUTSIDE, Capabilities, Field, FieldOutput, VolumeFeature, register_field, trunc_exp_activation
+from nfkit.fields.base import (LOG_SIGMA_OUTSIDE, Capabilities, Field, FieldOutput, VolumeFeature, register_field,
+                               trunc_exp_activation)
 from nfkit.fields.encodings import HashEncoding, HashGridConfig, sh_encode
 
 

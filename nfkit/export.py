@@ -5,9 +5,10 @@
   extent / (resolution - 1)), scikit-image marching cubes, vertices [V, 3] and faces [F, 3] (outward normals,
   counter-clockwise). Density fields: the level is the density at which one marching step of the renderer
   (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF fields: ``field.sdf``
-  at level 0 (negative inside); occupancy fields: the logit at 0 (positive inside). A field whose density depends on the view is contoured at the mean of the
-  densities seen from a few camera centres (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex
-  colours: ``field(x, d)`` viewed along the inward normal (``d = -n``), for radiance and SDF fields.
+  at level 0 (negative inside); occupancy fields: the logit at 0 (positive inside). A field whose density depends
+  on the view is contoured at the mean of the densities seen from a few camera centres
+  (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex colours: ``field(x, d)`` viewed along the
+  inward normal (``d = -n``), for radiance and SDF fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
   filter (:func:`nfkit.cleanup.outlier_mask`: open3d when installed, else the same filter with scipy).

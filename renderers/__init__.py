@@ -15,5 +15,6 @@ __all__ = [
     "composite_packed", "composite_batched", "weights_from_density", "weights_from_alpha",
     "OccupancyGrid", "RenderOptions", "default_step_size", "render_rays", "render_image",
     "march", "march_reference", "require_kind", "occupancy_density_fn",
-    "render_rays_sdf", "sdf_occupancy_fn", "neus_alpha", "uniform_samples", "load_renderable", "camera_from_pose", "DensityCache", "preview_options",
+    "render_rays_sdf", "sdf_occupancy_fn", "neus_alpha", "uniform_samples", "load_renderable", "camera_from_pose",
+    "DensityCache", "preview_options",
 ]

@@ -113,7 +113,10 @@ def _forward_chunked(field, x, d, chunk: int | None = None) -> FieldOutput:
     if len(x) <= chunk:
         return field(x, d)
     outs = [field(a, b) for a, b in zip(x.split(chunk), d.split(chunk))]
-    cat = lambda name: None if getattr(outs[0], name) is None else torch.cat([getattr(o, name) for o in outs])  # noqa: E731
+
+    def cat(name):
+        return None if getattr(outs[0], name) is None else torch.cat([getattr(o, name) for o in outs])
+
     return FieldOutput(cat("density"), cat("rgb"), cat("features"), cat("sdf"), cat("gradient"),
                        {k: torch.cat([o.channels[k] for o in outs]) for k in outs[0].channels})
 

@@ -113,3 +113,18 @@ def test_channels_are_composited_with_the_colour_weights():
     img = render_image(f, grid, camera_from_pose(c2w, 8, 8, 40.0), 0, opts)
     assert img["channels"]["c"].shape == (8, 8, 1)
     torch.testing.assert_close(img["channels"]["c"][..., 0], ChannelBall.K * img["opacity"], atol=2e-3, rtol=0)
+
+
+def test_a_coordinate_sdf_fit_renders_through_the_sdf_renderer():
+    """Coordinate SDF fits (kind "sdf", no learned sharpness) draw grey with a fixed NeuS surface model, their
+    gradient by autograd (forward gives none)."""
+    f = build("mlp", "sdf")
+    grid = OccupancyGrid(AABB, 8)
+    opts = RenderOptions(step_size=default_step_size(AABB, 64))
+    o = torch.tensor([[0.0, 0.0, -2.0], [0.5, 0.0, -2.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0]]).expand(2, 3)
+    out = render_rays(f, grid, o, d, opts, torch.ones(3))
+    assert out["normals"].shape == (2, 3) and out["sample_gradients"].requires_grad
+    assert "surface_model" not in dict(f.named_modules())  # not a submodule: field files are unchanged
+    inf = render_rays_inference(f, grid, o, d, opts, torch.ones(3))
+    assert torch.isfinite(inf["rgb"]).all() and inf["rgb"].shape == (2, 3)

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -70,9 +71,10 @@ def run(args: list[str], log: Path, timeout: float) -> float:
 
 
 def fit(data: Path, out: Path, seconds: float, field: str | None) -> tuple[dict, float]:
-    """``nfkit fit`` for ``seconds`` -> (metrics.json, wall seconds)."""
+    """``nfkit fit`` for ``seconds`` from scratch (``out`` emptied first) -> (metrics.json, wall seconds)."""
+    shutil.rmtree(out, ignore_errors=True)
     args = ["fit", str(data), "--out", str(out), "--max-seconds", str(seconds), "--steps", str(MANY_STEPS),
-            "--quiet"] + (["--field", field] if field else [])
+            "--no-resume", "--quiet"] + (["--field", field] if field else [])
     wall = run(args, out / "fit.log", timeout=3 * seconds + 900)
     return json.loads((out / "metrics.json").read_text()), wall
 
@@ -149,10 +151,15 @@ def bench_temple(args) -> dict:
     try:
         root = SHARED / "temple_ring"
         hull = temple_hull(root, args.hull_resolution)
+        Path(args.work).mkdir(parents=True, exist_ok=True)
         hull.export(Path(args.work) / "temple_hull.ply")
-        metrics, wall = fit(root, Path(args.work) / "temple", args.seconds, "neus")
+        out = Path(args.work) / "temple"
+        metrics, wall = fit(root, out, args.seconds, "neus")
+        if (out / "colmap").exists() or (out / "poses.json").exists():
+            raise RuntimeError("nfkit fit posed temple_ring with COLMAP instead of reading templeSR_par.txt: "
+                               "its mesh is not in the calibrated frame of the visual hull")
         row.update(fit_figures(metrics, wall))
-        row.update(score_row(Path(args.work) / "temple" / "mesh.ply", hull, args.points))
+        row.update(score_row(out / "mesh.ply", hull, args.points))
         row["reference"] = "visual hull"
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {e}"[:400]

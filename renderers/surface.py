@@ -122,7 +122,7 @@ def implicit_depth(sdf_fn: SdfFn, rays_o, rays_d, t_star, grad_fn: SdfFn | None 
 def _finish(sdf_fn, rays_o, rays_d, t, hit, far, differentiable: bool, grad_fn):
     """Misses get depth ``far`` (no grad); hits the implicit-function depth when differentiable."""
     t = torch.where(hit, t, far)
-    if not differentiable or not bool(hit.any()):
+    if not (differentiable and torch.is_grad_enabled()) or not bool(hit.any()):
         return t, hit
     idx = hit.nonzero().squeeze(1)
     t_hit = implicit_depth(sdf_fn, rays_o[idx], rays_d[idx], t[idx], grad_fn)

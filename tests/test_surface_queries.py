@@ -272,3 +272,20 @@ def test_density_field_is_refused_in_one_line():
         with pytest.raises(NfkitError, match="needs a sdf field") as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def test_no_grad_mode_skips_the_implicit_step():
+    calls = []
+
+    def fn(x):
+        calls.append(x.shape[0])
+        return sphere_sdf(0.4)(x)
+
+    o, d = rays_towards_sphere(n=50, seed=12)
+    with torch.no_grad():
+        t, hit = sphere_trace(fn, o, d, 0.0, 5.0)
+    n_no_grad = len(calls)
+    calls.clear()
+    t2, hit2 = sphere_trace(fn, o, d, 0.0, 5.0)
+    assert len(calls) == n_no_grad + 2   # the implicit step: f at the hits and its gradient
+    assert torch.equal(hit, hit2) and torch.equal(t, t2.detach())

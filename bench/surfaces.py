@@ -239,7 +239,8 @@ def main(argv=None) -> int:
     if args.lego:
         rows.append(bench_lego(args))
     print_table(rows)
-    result = {"bench": "surfaces", "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result = {"bench": "surfaces", "machine": machine(), "date": date,
               "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "seconds": args.seconds, "views": N_VIEWS, "size": SIZE, "points": args.points,
               "summary": summarise(rows), "rows": rows, "total_s": round(time.perf_counter() - t0, 1)}

@@ -215,7 +215,8 @@ def test_newton_projection_torus_converges_in_few_steps():
     ang = torch.rand(400, generator=g) * 2 * math.pi
     # points near the tube (within 0.15 of the surface), away from the torus's core circle and axis
     x = torch.stack([0.5 * ang.cos(), 0.5 * ang.sin(), torch.zeros(400)], -1)
-    x = x + torch.nn.functional.normalize(torch.randn(400, 3, generator=g), dim=-1) * (0.2 + 0.15 * (torch.rand(400, 1, generator=g) - 0.5))
+    radial = 0.2 + 0.15 * (torch.rand(400, 1, generator=g) - 0.5)
+    x = x + torch.nn.functional.normalize(torch.randn(400, 3, generator=g), dim=-1) * radial
     assert fn(x).abs().max() > 0.05
     one = newton_project(sdf_and_grad(fn), x, steps=1)
     three = newton_project(sdf_and_grad(fn), x, steps=3)

@@ -209,6 +209,20 @@ def _check_occupancy_grid(path: Path, tensors: dict) -> None:
         raise FieldFileError(f"{path}: occupancy grid box occgrid.aabb must be a finite [2, 3] with min < max")
 
 
+def _probe(path: Path, meta: dict, field: Field) -> None:
+    """A 3-D renderable field must evaluate at its centre: a config the fast paths refuse (e.g. a hash grid with 3
+    features a level, which the C++ kernel does not take) is a one-line error here, not a traceback mid-render."""
+    if field.kind not in ("density", "sdf"):
+        return
+    x = field.aabb.detach().float().mean(0, keepdim=True).cpu()
+    try:
+        with torch.no_grad():
+            field.eval()
+            field.sdf(x) if field.kind == "sdf" else field.density(x)
+    except Exception as e:  # noqa: BLE001  (whatever a crafted config makes the field raise)
+        raise FieldFileError(f"{path}: the {meta['family']} field does not evaluate ({_one_line(e)})") from None
+
+
 def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
     """Rebuild a field from its file alone. Returns the field (eval mode), or (field, meta, extra_tensors).
 
@@ -240,6 +254,7 @@ def load(path, device: str | torch.device = "cpu", return_extras: bool = False):
         field.load_state_dict(state)
     except RuntimeError as e:
         raise FieldFileError(f"{path}: tensors do not match the {meta['family']} config ({_one_line(e)})") from None
+    _probe(path, meta, field)
     field.to(device).eval()
     if return_extras:
         return field, meta, {k: v.to(device) for k, v in tensors.items() if not k.startswith("field.")}

@@ -132,6 +132,13 @@ def test_crafted_config_is_refused_before_allocation(tmp_path, capsys):
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     one_line_error(main(["info", str(path)]), capsys, str(path), "config needs")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 512 * 1024  # kB: no big allocation
+    # consistent tensors, but a layout the C++ kernel refuses (3 features a level): refused at load, not mid-render
+    from nfkit import kernels
+
+    if kernels.load() is not None:
+        odd = tmp_path / "odd.safetensors"
+        fields.save(fields.build_field("hashgrid", {**SMALL_HASHGRID, "n_features_per_level": 3}, AABB), odd)
+        one_line_error(main(["info", str(odd)]), capsys, str(odd), "does not evaluate")
 
 
 @pytest.mark.parametrize("header", [

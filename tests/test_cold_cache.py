@@ -35,7 +35,7 @@ def test_build_kernels_on_an_empty_cache_then_fit_builds_nothing(tmp_path):
 
 
 def test_kernels_are_built_before_the_clock_starts(tmp_path, monkeypatch):
-    """``nfkit fit`` calls ``kernels.ensure_built`` before training: a slow build (here a 3 s sleep) does not count
+    """``nfkit fit`` calls ``kernels.ensure_built`` before training: a slow build (here a 5 s sleep) does not count
     against the training time."""
     import time
 
@@ -46,12 +46,12 @@ def test_kernels_are_built_before_the_clock_starts(tmp_path, monkeypatch):
 
     def slow_build():
         calls.append(time.perf_counter())
-        time.sleep(3.0)
+        time.sleep(5.0)
         return kernels.load()
 
     monkeypatch.setattr(kernels, "ensure_built", slow_build)
     data = write_sphere_capture(tmp_path / "cap", n=4, size=8)
     assert main(["fit", str(data), "--out", str(tmp_path / "o"), "--steps", "2", *TINY_FIELD]) == 0
     assert len(calls) == 1
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["train_seconds"] < 3.0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["train_seconds"] < 5.0
     assert main(["info", str(tmp_path / "o" / "field.safetensors")]) == 0 and len(calls) == 1  # info renders nothing

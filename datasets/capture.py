@@ -34,6 +34,9 @@ from nfkit.errors import NfkitError
 
 from .colmap import (_atomic_write, colmap_to_transforms, import_pycolmap, is_colmap_model_dir,
                      read_colmap_model, run_colmap)
+from .idr import is_idr_dir
+from .llff import is_llff_dir
+from .middlebury import par_file
 from .video import VIDEO_EXTENSIONS, is_video_file, output_size, select_frames
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -42,7 +45,8 @@ MIN_FRACTION = 0.8
 EXHAUSTIVE_MAX_IMAGES = 60
 TOOL = "nfkit capture"
 ACCEPTED = ("accepted: a video file (" + ", ".join(e.lstrip(".") for e in VIDEO_EXTENSIONS[:6]) + ", ...), "
-            "a folder of .png/.jpg images, a transforms.json (or a folder with one), "
+            "a folder of .png/.jpg images, a transforms.json (or a folder with one), posed images (IDR/DTU "
+            "cameras.npz, LLFF poses_bounds.npy, Middlebury *_par.txt), "
             "a COLMAP model folder (cameras/images/points3D .bin or .txt)")
 
 
@@ -74,6 +78,8 @@ def detect_input(path) -> tuple[str, Path]:
         return "transforms", p / "transforms.json"
     if any((p / f"transforms_{s}.json").is_file() for s in ("train", "val", "test")):
         return "transforms", p  # a Blender / NeRF-synthetic folder: load_dataset takes the folder
+    if is_idr_dir(p) or is_llff_dir(p) or par_file(p) is not None:
+        return "transforms", p  # posed images that load_dataset reads as they are (IDR/DTU, LLFF, Middlebury)
     for model in (p, p / "sparse" / "0", p / "colmap" / "sparse" / "0"):
         if is_colmap_model_dir(model):
             return "colmap", model

@@ -8,7 +8,8 @@ Conventions of the arrays handed in:
 * ``k``: [N, 4] (fx, fy, cx, cy) in pixels of the image files, nfkit's pixel-centre convention (centre of pixel
   ``u`` at ``u + 0.5``).  :func:`from_opencv_k` converts an OpenCV / IDR matrix K, whose pixel centres sit at
   integer coordinates (IDR and NEAT cast rays through ``u`` for pixel ``u``), by adding half a pixel.
-* Splits: the nerfstudio reader's rule, every 8th image in file order held out (:func:`holdout_split`).
+* Splits: the nerfstudio reader's rule, every 8th image in file order held out (:func:`holdout_split`); sets of
+  fewer than 24 images hold out every ``ceil(n / 3)``-th, so that 3 views are held out (16 views: 0, 6, 12).
 """
 from __future__ import annotations
 
@@ -31,15 +32,17 @@ SPLITS = ("train", "val", "test", "all")
 
 
 def holdout_split(n: int, split: str, source) -> list[int]:
-    """Indices of ``split`` among ``n`` images: every :data:`HOLDOUT_EVERY`-th (index % 8 == 0) is "test" / "val"."""
+    """Indices of ``split`` among ``n`` images: every :data:`HOLDOUT_EVERY`-th (index % 8 == 0) is "test" / "val";
+    below ``3 * HOLDOUT_EVERY`` images every ``ceil(n / 3)``-th, so that 3 views are held out."""
     if split not in SPLITS:
         raise DatasetError(f"{source}: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     if split == "all":
         return list(range(n))
     held = split != "train"
-    idx = [i for i in range(n) if (i % HOLDOUT_EVERY == 0) == held]
+    every = HOLDOUT_EVERY if n >= 3 * HOLDOUT_EVERY else max(2, -(-n // 3))
+    idx = [i for i in range(n) if (i % every == 0) == held]
     if not idx:
-        raise SplitNotFound(f"{source}: split {split!r} has no images ({n} images, every {HOLDOUT_EVERY}th held out)")
+        raise SplitNotFound(f"{source}: split {split!r} has no images ({n} images, every {every}th held out)")
     return idx
 
 

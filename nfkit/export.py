@@ -7,7 +7,8 @@
   (``step``, world units) has opacity ``opacity``: ``sigma = -ln(1 - opacity) / step``. SDF fields: ``field.sdf``
   at level 0 (negative inside); occupancy fields: the logit at 0 (positive inside). A field whose density depends
   on the view is contoured at the mean of the densities seen from a few camera centres
-  (:func:`~nfkit.renderers.view_density.mean_view_density`). Vertex colours: ``field(x, d)`` viewed along the
+  (:func:`~nfkit.renderers.view_density.mean_view_density`). SDF and occupancy meshes are closed (the lattice is
+  padded with "outside", so a surface cut by the AABB is capped there: watertight). Vertex colours: ``field(x, d)`` viewed along the
   inward normal (``d = -n``), for radiance and SDF fields.
 * :func:`extract_points`: render views (training cameras or virtual ones), keep pixels of opacity > 0.5, point =
   ray origin + (expected depth / opacity) x direction, colour = rendered rgb / opacity; then a statistical outlier
@@ -92,9 +93,13 @@ def extract_mesh(field, resolution: int = 256, opacity: float = 0.5, step: float
         raise NfkitError(f"the field has no surface at level {level:.4g} inside its bounds "
                          f"(range {float(vol.min()):.4g} .. {float(vol.max()):.4g}); try another --opacity")
     spacing = ((aabb[1] - aabb[0]) / (resolution - 1)).cpu().numpy()
+    origin = aabb[0].cpu().numpy()
+    if kind != "density":  # surfaces are closed: outside beyond the bounds, so a cut at the AABB is capped
+        sdf_like = np.pad(sdf_like, 1, constant_values=max(float(sdf_like.max()), 1e-3))
+        origin = origin - spacing
     verts, faces, normals, _ = measure.marching_cubes(sdf_like, 0.0, spacing=tuple(float(s) for s in spacing),
                                                       gradient_direction="descent")
-    verts = verts + aabb[0].cpu().numpy()
+    verts = verts + origin
     # with "descent" on an SDF-like volume skimage winds the faces counter-clockwise seen from outside (positive
     # volume) and its normals point inward (checked on a sphere in tests/test_export.py): flip them
     normals = -normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)

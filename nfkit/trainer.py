@@ -248,7 +248,7 @@ class Trainer:
         if self.test is None:
             return {}
         return evaluate(self.field, self.grid, self.test, self.opts, self.out / "renders" if write_renders else None,
-                        self.cfg.eval_views)
+                        self.cfg.eval_views, progress=self.progress)
 
     def write_outputs(self, metrics_extra: dict | None = None) -> dict:
         from nfkit.renderers.camera_range import camera_prior, prior_to_dict

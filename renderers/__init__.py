@@ -8,6 +8,8 @@ from nfkit.renderers.density_cache import DensityCache
 from nfkit.renderers.render import RenderOptions, default_step_size, preview_options, render_image, render_rays
 from nfkit.renderers.sampling import march, march_reference, uniform_samples
 from nfkit.renderers.sdf import neus_alpha, render_rays_sdf, sdf_occupancy_fn
+from nfkit.renderers.surface import (implicit_depth, newton_project, newton_project_field, newton_project_reference,
+                                     sphere_trace, sphere_trace_field, sphere_trace_reference)
 from nfkit.renderers.view_density import occupancy_density_fn
 
 __all__ = [
@@ -16,5 +18,6 @@ __all__ = [
     "OccupancyGrid", "RenderOptions", "default_step_size", "render_rays", "render_image",
     "march", "march_reference", "require_kind", "occupancy_density_fn",
     "render_rays_sdf", "sdf_occupancy_fn", "neus_alpha", "uniform_samples", "load_renderable", "camera_from_pose",
-    "DensityCache", "preview_options",
+    "DensityCache", "preview_options", "sphere_trace", "sphere_trace_reference", "sphere_trace_field",
+    "implicit_depth", "newton_project", "newton_project_reference", "newton_project_field",
 ]

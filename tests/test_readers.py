@@ -90,13 +90,14 @@ def test_idr_cameras_npz_with_scale_mat_and_masks(tmp_path):
     mask[3:9, 4:12] = 255
     write_images(tmp_path / "mask", [f"{i:03d}.png" for i in range(n)], mask)  # IDR's DTU names: paired in order
     train = load_dataset(tmp_path, "train")
-    idx = [i for i in range(n) if i % 8]
+    idx = [i for i in range(n) if i % 3]  # fewer than 24 images: 3 held out (every ceil(9 / 3) = 3rd)
     assert len(train) == len(idx) and train.images.shape == (len(idx), H, W, 4)
     assert torch.equal(train.images[0, ..., 3], torch.from_numpy(mask / 255.0).float())
     assert np.allclose(train.transform.numpy(), np.linalg.inv(scale_mat)) and train.scale == pytest.approx(1 / 1.7)
     assert torch.allclose(train.cameras.cx, torch.full((len(idx),), 7.8))
     assert_projects(train, w2c, K, idx)
-    assert load_dataset(tmp_path / "cameras.npz", "test").names == ["image/000000.png", "image/000008.png"]
+    assert load_dataset(tmp_path / "cameras.npz", "test").names == ["image/000000.png", "image/000003.png",
+                                                                    "image/000006.png"]
 
 
 def test_neat_intrinsics_extrinsics_and_errors(tmp_path):
@@ -151,6 +152,9 @@ def test_middlebury_par_file_and_threshold_masks(tmp_path):
     assert data.images.shape == (n, H, W, 4)
     assert torch.equal(data.images[0, ..., 3] > 0.5, torch.from_numpy(img[..., 0] > 0))
     assert_projects(data, w2c, K, range(n))
+    from nfkit.datasets.capture import detect_input
+
+    assert detect_input(tmp_path)[0] == "transforms"  # posed: `nfkit fit` reads it as it is, no COLMAP
     (tmp_path / "obj_par.txt").write_text("2\nobj0000.png 1 2 3\n")
     with pytest.raises(DatasetError, match="says 2 images"):
         load_dataset(tmp_path / "obj_par.txt", "all")
@@ -177,7 +181,7 @@ def test_real_temple_ring():
     if not (root / "templeSR_par.txt").is_file():
         pytest.skip(f"needs ../shared/data/temple_ring ({root})")
     train, test = load_dataset(root, "train"), load_dataset(root, "test")
-    assert len(train) == 14 and len(test) == 2 and train.images.shape[1:] == (480, 640, 4)
+    assert len(train) == 13 and len(test) == 3 and train.images.shape[1:] == (480, 640, 4)
     # the README's bounding box, projected, holds the silhouette
     lo, hi = np.array([-0.073568, 0.021728, -0.012445]), np.array([0.028855, 0.181892, 0.062736])
     corners = np.array([[a[0], b[1], c[2]] for a in (lo, hi) for b in (lo, hi) for c in (lo, hi)])
@@ -211,3 +215,14 @@ def test_real_abc_cameras_match_the_readme_projection():
         assert np.allclose(uv, (p[:2] / p[2]).T + 0.5, atol=0.02)
         u, v = (uv[:, 0]).astype(int).clip(0, 511), (uv[:, 1]).astype(int).clip(0, 511)
         assert float((data.images[j][v, u].amax(-1) > 0.05).float().mean()) > 0.7  # on the object, mostly
+
+
+def test_holdout_split_keeps_three_views_of_small_sets():
+    """Every 8th view is held out, as nerfstudio does; a set of fewer than 24 views holds out 3 (issue 19's temple
+    ring: 16 views -> 0, 6, 12)."""
+    from nfkit.datasets.posed_images import holdout_split
+
+    assert holdout_split(16, "test", "x") == [0, 6, 12]
+    assert holdout_split(16, "train", "x") == [i for i in range(16) if i % 6]
+    assert holdout_split(49, "test", "x") == [0, 8, 16, 24, 32, 40, 48]
+    assert holdout_split(5, "test", "x") == [0, 2, 4]

@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from nfkit.device import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NFKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -38,17 +39,6 @@ METHODS = ("neus", "density")
 N_VIEWS, SIZE = 40, 128
 GOAL_PCT, GOAL_RATIO, LEGO_GOAL_DB = 0.5, 0.5, 27.0
 MANY_STEPS = 10_000_000  # the clock (--max-seconds) ends the fits
-
-
-def machine() -> str:
-    """The CPU model from /proc/cpuinfo (else platform's)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def nfkit_cmd() -> list[str]:
@@ -240,7 +230,7 @@ def main(argv=None) -> int:
         rows.append(bench_lego(args))
     print_table(rows)
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result = {"bench": "surfaces", "machine": machine(), "date": date,
+    result = {"bench": "surfaces", "machine": cpu_model(), "date": date,
               "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "seconds": args.seconds, "views": N_VIEWS, "size": SIZE, "points": args.points,
               "summary": summarise(rows), "rows": rows, "total_s": round(time.perf_counter() - t0, 1)}

@@ -37,6 +37,7 @@ from .nerfstudio import HOLDOUT_EVERY
 from .normalize import TARGET_DISTANCE, points_aabb
 from .raycast import cast_rays
 from .scene import SceneData
+from .shapes import normalise_mesh
 
 HALF_EXTENT = 1.0  # the normalised mesh's longest side spans [-1, 1]
 CAMERA_DISTANCE = TARGET_DISTANCE  # 4: the distance the nerfstudio reader normalises cameras to
@@ -174,14 +175,7 @@ def _normalise(mesh):
     """An in-memory mesh -> (normalised copy, transform [4, 4], scale), the rule of ``shapes.load_mesh``."""
     if len(getattr(mesh, "faces", ())) == 0 or float(mesh.extents.max()) <= 0:
         raise NfkitError("mesh has no triangles or no extent")
-    centre = mesh.bounds.mean(0)
-    scale = 2 * HALF_EXTENT / float(mesh.extents.max())
-    t = np.eye(4)
-    t[:3, :3] *= scale
-    t[:3, 3] = -scale * centre
-    out = mesh.copy()
-    out.apply_transform(t)
-    return out, t, scale
+    return normalise_mesh(mesh, HALF_EXTENT)
 
 
 def write_mesh_views(views: MeshViews, out_dir) -> Path:

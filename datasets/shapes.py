@@ -37,6 +37,19 @@ def _trimesh():
 MIN_VOLUME = 1e-6  # of the normalised bounding cube: a mesh enclosing less is flat or collapsed (no inside)
 
 
+def normalise_mesh(mesh, half_extent: float):
+    """A trimesh -> (copy centred on its bounding box's centre and scaled so its longest side is ``2 * half_extent``,
+    transform [4, 4] float64 from the input's coordinates, scale)."""
+    centre = mesh.bounds.mean(0)
+    scale = 2 * half_extent / float(mesh.extents.max())
+    transform = np.eye(4)
+    transform[:3, :3] *= scale
+    transform[:3, 3] = -scale * centre
+    out = mesh.copy()
+    out.apply_transform(transform)
+    return out, transform, scale
+
+
 def load_mesh(path, half_extent: float = 0.9):
     """Read a triangle mesh (OFF, PLY, OBJ, STL, GLB ...) and normalise it. Returns (mesh, transform [4, 4] float64,
     scale). The mesh must be a single watertight triangle mesh (inside tests need a closed surface) with finite
@@ -60,13 +73,7 @@ def load_mesh(path, half_extent: float = 0.9):
         raise DatasetError(f"{path}: degenerate mesh (all vertices at one point)")
     if not mesh.is_watertight:
         raise DatasetError(f"{path}: mesh is not watertight, so inside/outside (SDF sign, occupancy) is undefined")
-    centre = mesh.bounds.mean(0)
-    scale = 2 * half_extent / float(mesh.extents.max())
-    transform = np.eye(4)
-    transform[:3, :3] *= scale
-    transform[:3, 3] = -scale * centre
-    mesh = mesh.copy()
-    mesh.apply_transform(transform)
+    mesh, transform, scale = normalise_mesh(mesh, half_extent)
     if not abs(float(mesh.volume)) > MIN_VOLUME * (2 * half_extent) ** 3:
         raise DatasetError(f"{path}: degenerate mesh (it encloses no volume: flat or collapsed)")
     if mesh.volume < 0:

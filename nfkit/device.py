@@ -33,3 +33,17 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
             raise NfkitError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
         return dev
     raise NfkitError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :mod:`platform`'s), for benchmark records."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -39,7 +39,7 @@ class FitConfig:
     out: str = "outputs/fit"
     field: str = "hashgrid"
     steps: int = 5000
-    max_seconds: float = 0.0  # 0: no time limit
+    max_seconds: float = 300.0  # training stops at steps or max_seconds, whichever first; 0: no time limit
     resume: bool = False
     samples_per_step: int = 0  # 0: the family's default (nfkit.family_defaults: 65536, 16384 for neus)
     lr: float = 0.0  # 0: the family's default (nfkit.family_defaults)

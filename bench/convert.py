@@ -33,7 +33,7 @@ import argparse
 import json
 import math
 import os
-import platform
+from nfkit.device import cpu_model
 import sys
 import time
 from pathlib import Path
@@ -348,7 +348,7 @@ def main() -> int:
         "ladder_more": args.ladder_more if args.ladder else None,
         "distill_overrides": args.distill, "scratch_overrides": args.scratch,
         "students": rows, "roundtrip": rt, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
         "wall_seconds_total": round(time.perf_counter() - t_all, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }))
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+from nfkit.device import cpu_model
 import sys
 import time
 from pathlib import Path
@@ -144,7 +144,7 @@ def main() -> int:
         "teacher_seconds": t_secs, "student_seconds": s_secs,
         "teacher_psnr": {k: round(v, 3) for k, v in t_psnr.items()}, "pairs": pairs,
         "failed": sorted(k for k, v in pairs.items() if "error" in v), "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
         "wall_seconds_total": round(time.perf_counter() - t_all, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }))
     return 0

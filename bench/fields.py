@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+from nfkit.device import cpu_model
 import subprocess
 import sys
 import time
@@ -294,7 +294,7 @@ def main() -> int:
         "budgets": {s: budgets[s] for s in signals},
         "image": args.image, "image_side": args.image_side, "mesh": args.mesh,
         "radiance_data": str(data.get("radiance", "")), "rows": rows, "rbf_default": rbf_row, "claims": cl,
-        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "machine": cpu_model(),
         "wall_seconds_total": round(time.perf_counter() - t_start, 1), "date": time.strftime("%Y-%m-%d"),
     }))
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+from nfkit.device import cpu_model
 import sys
 import time
 from pathlib import Path
@@ -79,7 +79,7 @@ def main() -> int:
         "bench": "fit_lego", "res": args.res, "backend": args.backend, "seconds_budget": args.seconds,
         "final_psnr": final["psnr"], "final_ssim": final["ssim"], "steps": tr.step,
         "samples_per_second": final["samples_per_s"], "curve": rows, "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(), "device": dev, "pixels": args.pixels,
+        "machine": cpu_model(), "device": dev, "pixels": args.pixels,
         "torch": torch.__version__, "wall_seconds_total": round(time.perf_counter() - t0, 1),
         "date": time.strftime("%Y-%m-%d"),
     }))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+from nfkit.device import cpu_model
 import sys
 import time
 
@@ -141,7 +141,7 @@ def main() -> int:
         print(f"{name:<34} {fast[0]:>13,.0f} {fast[1]:>13,.0f} {ref[0]:>13,.0f} {ref[1]:>13,.0f} "
               f"{fast[0] / ref[0]:>6.1f}x {fast[1] / ref[1]:>6.1f}x", flush=True)
 
-    print(f"{n} points, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
+    print(f"{n} points, {torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_model()}")
     print(f"{'samples/s':<34} {'fast fwd':>13} {'fast fwd+bwd':>13} {'torch fwd':>13} {'torch fwd+bwd':>13} "
           f"{'fwd':>7} {'f+b':>7}")
     add("hash encoding 16x2x2^19", bench_encoding(n, "auto"), bench_encoding(n, "torch"))

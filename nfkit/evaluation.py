@@ -46,9 +46,9 @@ def lpips_metric():
 
 
 def _progress(n: int, enabled: bool):
-    from tqdm import tqdm
+    from nfkit.progress import progress_bar
 
-    return tqdm(total=n, desc="nfkit: evaluating views", unit="view", disable=not enabled or n == 0,
+    return progress_bar(total=n, desc="nfkit: evaluating views", unit="view", disable=not enabled or n == 0,
                 mininterval=1.0, leave=False)
 
 

@@ -200,11 +200,11 @@ class Loop:
         """Steps until :meth:`done`; ``callback(loop)`` after each step (untimed). ``step_fn`` replaces
         :meth:`train_step` (wrappers that instrument steps). Ctrl-C with a checkpoint_dir: checkpoint, then
         NfkitError."""
-        from tqdm import tqdm
+        from nfkit.progress import progress_bar
 
         step_fn = step_fn or self.train_step
         # The bar counts progress in 0.1% of whichever limit binds first (steps or seconds), so its ETA is right.
-        bar = tqdm(total=1000, initial=int(1000 * self.progress_fraction()), disable=not self.progress,
+        bar = progress_bar(total=1000, initial=int(1000 * self.progress_fraction()), disable=not self.progress,
                    dynamic_ncols=True, desc=self.objective.desc, unit="‰",
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
         last_ckpt, ema = time.perf_counter(), {}

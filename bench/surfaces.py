@@ -2,6 +2,7 @@
 
     python bench/surfaces.py [--seconds 300] [--meshes bull,fandisk,cheese] [--only neus|density]
                              [--temple] [--lego] [--work outputs/bench_surfaces] [--points 100000]
+                             [--neus-args "--field-options renderer=volsdf"]
 
 * Meshes (``../shared/data/meshes``; default: a smooth animal, a CAD part with sharp edges, the high-genus solid):
   40 views at 128^2 on a sphere (``nfkit.datasets.mesh_views.render_mesh_dataset``), then
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,19 +62,20 @@ def run(args: list[str], log: Path, timeout: float) -> float:
     return wall
 
 
-def fit(data: Path, out: Path, seconds: float, field: str | None) -> tuple[dict, float]:
+def fit(data: Path, out: Path, seconds: float, field: str | None, extra: list[str] = ()) -> tuple[dict, float]:
     """``nfkit fit`` for ``seconds`` from scratch (``out`` emptied first) -> (metrics.json, wall seconds)."""
     shutil.rmtree(out, ignore_errors=True)
     args = ["fit", str(data), "--out", str(out), "--max-seconds", str(seconds), "--steps", str(MANY_STEPS),
-            "--no-resume", "--quiet"] + (["--field", field] if field else [])
+            "--no-resume", "--quiet"] + (["--field", field] if field else []) + list(extra)
     wall = run(args, out / "fit.log", timeout=3 * seconds + 900)
     return json.loads((out / "metrics.json").read_text()), wall
 
 
-def method_mesh(method: str, data: Path, out: Path, seconds: float) -> tuple[Path, dict, float]:
+def method_mesh(method: str, data: Path, out: Path, seconds: float, neus_args: list[str] = ()
+                ) -> tuple[Path, dict, float]:
     """Fit by ``method`` and return (mesh file, fit metrics, wall seconds including any export)."""
     if method == "neus":
-        metrics, wall = fit(data, out, seconds, "neus")
+        metrics, wall = fit(data, out, seconds, "neus", neus_args)
         return out / "mesh.ply", metrics, wall
     metrics, wall = fit(data, out, seconds, None)
     mesh = out / "export.ply"
@@ -110,7 +113,7 @@ def bench_mesh(name: str, args) -> list[dict]:
     for method in args.methods:
         row = {**base, "method": method}
         try:
-            mesh, metrics, wall = method_mesh(method, work / "data", work / method, args.seconds)
+            mesh, metrics, wall = method_mesh(method, work / "data", work / method, args.seconds, args.neus_args)
             row.update(fit_figures(metrics, wall))
             row.update(score_row(mesh, truth, args.points))
         except Exception as e:  # one failed run must not lose the others
@@ -204,10 +207,13 @@ def parse(argv=None):
     ap.add_argument("--temple", action="store_true", help="also temple_ring (PSNR, Chamfer to the visual hull)")
     ap.add_argument("--lego", action="store_true", help="also lego/100 with the surface field")
     ap.add_argument("--work", default="outputs/bench_surfaces", help="folder for the datasets, fits and meshes")
+    ap.add_argument("--neus-args", default="", help="extra options for the meshes' neus fits, one quoted string "
+                    "(e.g. \"--field-options renderer=volsdf\"); recorded in the JSON")
     ap.add_argument("--points", type=int, default=100_000, help="surface samples per mesh for the metrics")
     ap.add_argument("--hull-resolution", type=int, default=160, help="temple visual hull: voxels per side")
     args = ap.parse_args(argv)
     args.methods = (args.only,) if args.only else METHODS
+    args.neus_args = shlex.split(args.neus_args)
     args.mesh_names = [m.strip() for m in args.meshes.split(",") if m.strip()]
     for m in args.mesh_names:
         if not (SHARED / "meshes" / f"{m}.off").is_file():
@@ -232,7 +238,8 @@ def main(argv=None) -> int:
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result = {"bench": "surfaces", "machine": cpu_model(), "date": date,
               "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-              "seconds": args.seconds, "views": N_VIEWS, "size": SIZE, "points": args.points,
+              "seconds": args.seconds, "neus_args": args.neus_args, "views": N_VIEWS, "size": SIZE,
+              "points": args.points,
               "summary": summarise(rows), "rows": rows, "total_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(result))
     return 0 if all("error" not in r for r in rows) else 1

@@ -13,6 +13,7 @@ import sys
 
 # Commands that run the kernels: they are built (or loaded) before the command starts its clock.
 USES_KERNELS = ("fit", "fit-image", "fit-sdf", "convert", "export", "view", "render", "eval")
+DATA_PARALLEL = ("fit",)  # commands that run as several torchrun ranks (nfkit.distributed)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,15 +39,16 @@ def out_of_memory(e: BaseException) -> bool:
 def guarded(fn) -> int:
     """Run ``fn``; bad input (NfkitError), OS errors and running out of memory become one line on stderr and exit
     code 2, no traceback."""
+    from nfkit.distributed import rank_prefix
     from nfkit.errors import NfkitError
 
     try:
         fn()
     except NfkitError as e:
-        print(f"nfkit: error: {e}", file=sys.stderr)
+        print(f"nfkit: error: {rank_prefix()}{e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"nfkit: error: {os_error_line(e)}", file=sys.stderr)
+        print(f"nfkit: error: {rank_prefix()}{os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nfkit: interrupted", file=sys.stderr)
@@ -88,6 +90,13 @@ def commands() -> dict:
             "eval": eval_app.run, "build-kernels": build_kernels.run}
 
 
+def _wants_cuda(ns) -> bool:
+    """Whether the command will train on CUDA (then the ranks talk over NCCL, else gloo)."""
+    import torch
+
+    return str(getattr(ns, "device", "auto") or "auto").startswith(("auto", "cuda")) and torch.cuda.is_available()
+
+
 def main(argv=None) -> int:
     try:
         ns = build_parser().parse_args(argv)
@@ -99,11 +108,22 @@ def main(argv=None) -> int:
         from nfkit.apps.cli_config import check_options
 
         check_options(ns.command, ns)
-        if ns.command in USES_KERNELS:
-            from nfkit import kernels
+        from nfkit import distributed
+        from nfkit.errors import NfkitError
 
-            kernels.ensure_built()
-        run(ns)
+        if distributed.launched():  # one rank of a torchrun job (docs/SCALING.md)
+            if ns.command not in DATA_PARALLEL:
+                raise NfkitError(f"nfkit {ns.command} runs in one process; under torchrun only "
+                                 f"{', '.join(sorted(DATA_PARALLEL))} are data-parallel")
+            distributed.init(use_cuda=_wants_cuda(ns))
+        try:
+            if ns.command in USES_KERNELS:
+                from nfkit import kernels
+
+                distributed.run_once(kernels.ensure_built)  # rank 0 compiles, the others load its build
+            run(ns)
+        finally:
+            distributed.shutdown()
 
     return guarded(go)
 

@@ -87,14 +87,21 @@ def run(ns: argparse.Namespace) -> dict:
         raise NfkitError(f"--steps must be positive, got {cfg.steps}")
     from nfkit.datasets.capture import detect_input, prepare_capture
 
+    from nfkit import distributed
+
+    main = distributed.is_main()  # under torchrun only rank 0 poses captures and writes outputs
     out = Path(cfg.out)
-    (out / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave an earlier run's metrics
+    if main:
+        (out / "metrics.json").unlink(missing_ok=True)  # a failed run must not leave an earlier run's metrics
     # A video, an image folder or a COLMAP model first becomes DIR/transforms.json (frames + poses);
     # a transforms.json or Blender folder is used as it is.
     timings, t0 = {}, time.perf_counter()
     capture = detect_input(cfg.data)[0] != "transforms"
-    data = prepare_capture(cfg.data, cfg.out, n_frames=cfg.frames)
+    data = str(prepare_capture(cfg.data, cfg.out, n_frames=cfg.frames)) if main else None
+    data = distributed.broadcast_str(data)
     timings["capture"] = round(time.perf_counter() - t0, 2)
+    if not main:
+        ns.quiet = True
     if ns.max_seconds is UNSET and ns.steps is UNSET and not getattr(ns, "config", "") and cfg.max_seconds > 0:
         # FitConfig's budget (300 s): with loading, evaluation and (captures) poses and the orbit video, the whole
         # command stays within ~10 minutes on 2 CPU cores, whatever the image size (default --max-side 800).
@@ -107,12 +114,14 @@ def run(ns: argparse.Namespace) -> dict:
         test = None
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, train, test, progress=not ns.quiet)
-    # The resolved options (the family's defaults filled in), for `nfkit fit --config` to run again from scratch.
-    write_json_atomic(out / "config.json", dataclasses.asdict(dataclasses.replace(trainer.cfg, resume=False)))
+    if main:  # the resolved options (the family's defaults filled in), for `nfkit fit --config` to run again
+        write_json_atomic(out / "config.json", dataclasses.asdict(dataclasses.replace(trainer.cfg, resume=False)))
     _sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
-    app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) else None
+    app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) and main else None
     try:
         trainer.fit(callback=None if app is None else app.attach(trainer))
+        if not main:
+            return {}
         timings["train"] = round(trainer.elapsed, 2)
         t1 = time.perf_counter()
         extra = _capture_report(out)

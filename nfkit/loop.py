@@ -24,7 +24,10 @@ from typing import Callable
 
 import torch
 
+from nfkit import distributed
 from nfkit.errors import NfkitError
+
+GRID_UPDATE_EVERY = 16  # OccupancyGrid.update(every=16): the objectives refresh their grid on these steps
 
 
 def make_adam(groups, lr: float) -> torch.optim.Optimizer:
@@ -126,6 +129,14 @@ class Objective:
         """The field file's ``normalization`` for checkpoints."""
         return None
 
+    def synced_tensors(self, step: int) -> list[torch.Tensor]:
+        """Data-parallel runs (:mod:`nfkit.distributed`): state besides the parameters that every rank must hold
+        identical after ``step``, broadcast from rank 0. Default: the occupancy grid's buffers on the steps it is
+        updated (every :data:`GRID_UPDATE_EVERY`, :meth:`OccupancyGrid.update`'s default)."""
+        if self.grid is None or step % GRID_UPDATE_EVERY:
+            return []
+        return list(self.grid.buffers())
+
 
 @dataclass
 class Schedule:
@@ -155,6 +166,13 @@ class Loop:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.step, self.elapsed, self.total_samples = 0, 0.0, 0
         self.last_stats: dict = {}
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.dist = distributed.current()
+        if self.dist is not None:  # every rank starts from rank 0's field and grid, then draws its own rays
+            distributed.broadcast_module(objective.field)
+            if objective.grid is not None:
+                distributed.broadcast_module(objective.grid)
+            distributed.rank_seed(torch.initial_seed(), 0, objective.generators().values())
 
     # ----- the clock ---------------------------------------------------------------------------------------------
     def progress_fraction(self) -> float:
@@ -186,12 +204,18 @@ class Loop:
             parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items())
             raise NfkitError(f"training diverged at step {self.step} (loss {value}: {parts}); try a lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
-        if torch.is_tensor(total) and total.requires_grad:
+        learn = torch.is_tensor(total) and total.requires_grad
+        if learn:
             total.backward()
+        if self.dist is not None:  # the mean gradient of all ranks' rays, on every rank
+            learn = distributed.average_gradients(self.params)
+        if learn:
             f = self.lr_factor(progress)
             for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = lr0 * f
             self.optimizer.step()
+        if self.dist is not None:
+            distributed.broadcast_tensors(obj.synced_tensors(self.step))
         return {"loss": value, **{k: float(v.detach()) for k, v in terms.items()}, **obj.step_stats()}
 
     # ----- the run -----------------------------------------------------------------------------------------------
@@ -214,9 +238,9 @@ class Loop:
                 stats = step_fn()
                 self.step += 1
                 self.last_stats = stats
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                self.total_samples += int(stats.get("samples", 0))
+                dt, samples = distributed.reduce_step(time.perf_counter() - t0, int(stats.get("samples", 0)))
+                self.elapsed += dt  # the slowest rank's clock: every rank stops at the same step
+                self.total_samples += samples
                 self.objective.after_step(stats, dt)
                 for k, v in stats.items():
                     if isinstance(v, float):
@@ -250,9 +274,12 @@ class Loop:
         return {"step": self.step, "elapsed": self.elapsed, "samples": self.total_samples, **self.objective.state()}
 
     def checkpoint(self) -> None:
-        """Field (+ occupancy grid), Adam's moments, the loop state and the random state, as one unit."""
+        """Field (+ occupancy grid), Adam's moments, the loop state and the random state, as one unit (rank 0
+        only in a data-parallel run)."""
         from nfkit.checkpoint import save_checkpoint
 
+        if not distributed.is_main():
+            return
         obj = self.objective
         save_checkpoint(self.checkpoint_dir, obj.field, obj.grid, self.optimizer, self.state(), obj.normalization(),
                         obj.generators())
@@ -265,3 +292,4 @@ class Loop:
         st = load_checkpoint(self.checkpoint_dir, obj.field, obj.grid, self.optimizer, obj.generators())
         self.step, self.elapsed, self.total_samples = st["step"], st["elapsed"], st.get("samples", 0)
         obj.load_state(st)
+        distributed.rank_seed(torch.initial_seed(), self.step, obj.generators().values())

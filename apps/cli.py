@@ -1,5 +1,6 @@
 """The ``nfkit`` console script: ``nfkit fit ...``, ``nfkit fit-image ...``, ``nfkit fit-sdf ...``, ``nfkit view ...``,
-``nfkit render ...``, ``nfkit convert / export / info / eval ...``, ``nfkit build-kernels``.
+``nfkit render ...``, ``nfkit convert / export / info / eval ...``, ``nfkit build-kernels``,
+``nfkit triplanes make-shapes / fit / train / classify``.
 
 Every failure a user can cause ends with one ``nfkit: error: ...`` line on stderr and exit code 2 (:func:`guarded`):
 bad values and files (:class:`~nfkit.errors.NfkitError`), unparsable arguments, and OS errors (permission, a folder
@@ -13,7 +14,8 @@ import sys
 
 # Commands that run the kernels: they are built (or loaded) before the command starts its clock.
 USES_KERNELS = ("fit", "fit-image", "fit-sdf", "convert", "export", "view", "render", "eval")
-DATA_PARALLEL = ("fit",)  # commands that run as several torchrun ranks (nfkit.distributed)
+# Commands that run as several torchrun ranks (nfkit.distributed): data-parallel fitting, and sharded work lists
+DATA_PARALLEL = ("fit", "triplanes fit")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,6 +67,7 @@ def guarded(fn) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from nfkit.apps import build_kernels, camera_path, convert, eval as eval_app, export, fit_image, fit_scene, fit_sdf
     from nfkit.apps import viewer
+    from nfkit.apps.triplanes import cli as triplanes_cli
 
     parser = OneLineParser(prog="nfkit", description="neural fields and 3D reconstruction")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,16 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.build_info_parser(sub.add_parser("info", help="family, parameters, bounds, format of a field file"))
     eval_app.build_parser(sub.add_parser("eval", help="PSNR / SSIM of a field file on a dataset's views (JSON)"))
     build_kernels.build_parser(sub.add_parser("build-kernels", help="compile the C++ CPU kernels now (first run)"))
+    triplanes_cli.build_parser(sub.add_parser("triplanes", help="fit tri-planes to many shapes; classify the fields"))
     return parser
 
 
 def commands() -> dict:
     from nfkit.apps import build_kernels, camera_path, convert, eval as eval_app, export, fit_image, fit_scene, fit_sdf
     from nfkit.apps import viewer
+    from nfkit.apps.triplanes import cli as triplanes_cli
 
     return {"fit": fit_scene.run, "fit-image": fit_image.run, "fit-sdf": fit_sdf.run, "view": viewer.run,
             "render": camera_path.run, "convert": convert.run, "export": export.run, "info": convert.run_info,
-            "eval": eval_app.run, "build-kernels": build_kernels.run}
+            "eval": eval_app.run, "build-kernels": build_kernels.run,
+            "triplanes": triplanes_cli.run}
 
 
 def _wants_cuda(ns) -> bool:
@@ -112,9 +118,10 @@ def main(argv=None) -> int:
         from nfkit.errors import NfkitError
 
         if distributed.launched():  # one rank of a torchrun job (docs/SCALING.md)
-            if ns.command not in DATA_PARALLEL:
-                raise NfkitError(f"nfkit {ns.command} runs in one process; under torchrun only "
-                                 f"{', '.join(sorted(DATA_PARALLEL))} are data-parallel")
+            name = " ".join([ns.command] + [getattr(ns, f"{ns.command.replace('-', '_')}_command", None) or ""]).strip()
+            if name not in DATA_PARALLEL:
+                raise NfkitError(f"nfkit {name} runs in one process; under torchrun only "
+                                 f"{', '.join(f'nfkit {c}' for c in DATA_PARALLEL)} run as several ranks")
             distributed.init(use_cuda=_wants_cuda(ns))
         try:
             if ns.command in USES_KERNELS:

@@ -161,13 +161,15 @@ def average_gradients(params: list[torch.Tensor]) -> bool:
     parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
     flat = torch.cat(parts + [flags])
     dist.all_reduce(flat)
-    counts = flat[-len(params):]
+    counts = flat[-len(params):].tolist()
+    flat.div_(_CTX.world_size)
     off = 0
-    for p, c in zip(params, counts.tolist()):
+    for p, c in zip(params, counts):
         k = p.numel()
-        p.grad = (flat[off:off + k].view_as(p) / _CTX.world_size).to(p.dtype) if c > 0 else None
+        g = flat[off:off + k].view_as(p)  # a view: no second copy of the gradients
+        p.grad = (g if g.dtype == p.dtype else g.to(p.dtype)) if c > 0 else None
         off += k
-    return bool(counts.sum() > 0)
+    return sum(counts) > 0
 
 
 def reduce_step(seconds: float, samples: int) -> tuple[float, int]:

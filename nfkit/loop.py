@@ -60,7 +60,8 @@ def lr_factor(step: int, progress: float, lr_final: float, warmup: int = 50) -> 
 
 class RayBudget:
     """Rays per step for a fixed sample budget, as nerfacc's examples: after each step, ``n_rays`` scales by
-    ``samples_per_step / samples used``, between ``min_rays`` and ``max_rays``.
+    ``samples_per_step / samples used``, between ``min_rays`` and ``max_rays``. Under torchrun the budget is the
+    job's, split evenly over the ranks.
 
     The floor of 32 only binds while rays hold more than samples_per_step / 32 samples: early in a run, before the
     occupancy grid has emptied the fog, at small budgets. A floor of 256 made the first ~250 steps at 4096 samples
@@ -72,7 +73,11 @@ class RayBudget:
     MIN_RAYS, MAX_RAYS = 32, 1 << 16
 
     def __init__(self, samples_per_step: int, n_rays: int = 1024):
-        self.samples_per_step, self.n_rays = samples_per_step, n_rays
+        # Data-parallel runs (nfkit.distributed): samples_per_step is the job's; each rank draws its share, so a step
+        # of R ranks sees as many samples as one process's step (the same schedule and learning rate hold).
+        ctx = distributed.current()
+        world = 1 if ctx is None else ctx.world_size
+        self.samples_per_step, self.n_rays = max(1, samples_per_step // world), max(1, n_rays // world)
 
     def update(self, samples: int) -> int:
         """Adapt to the samples the last step used; returns the new ``n_rays``."""

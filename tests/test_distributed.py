@@ -129,4 +129,4 @@ def test_torchrun_failing_rank_names_itself(tmp_path):
 def test_other_commands_refuse_torchrun(tmp_path):
     proc = _torchrun(["fit-image", "skimage:camera", "--out", str(tmp_path / "o")], tmp_path)
     assert proc.returncode != 0
-    assert "under torchrun only fit are data-parallel" in proc.stderr
+    assert "nfkit fit-image runs in one process; under torchrun only nfkit fit" in proc.stderr

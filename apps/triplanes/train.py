@@ -1,0 +1,177 @@
+"""Training and running the classifiers on a fitted bank; classifier files.
+
+Training follows upstream's recipe at CPU scale: AdamW (weight decay 1e-3) with a one-cycle schedule peaking at
+``lr``, cross-entropy, a fixed number of epochs, the last model kept (upstream picks the best validation epoch; no
+validation split here). A classifier file is safetensors (the state dict) whose metadata holds the format, the
+:class:`TrainConfig`, the bank's :class:`~nfkit.apps.triplanes.bank.FitConfig`, the class names and the input
+sizes, so :func:`load_classifier` rebuilds it and ``nfkit triplanes classify`` fits new shapes the same way.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nfkit.apps.triplanes.bank import FitConfig, flat_weights
+from nfkit.apps.triplanes.classifiers import INPUT_KIND, build_model, center_crop, plane_input, random_resized_crop
+from nfkit.atomic import commit, temp_name
+from nfkit.errors import FieldFileError, NfkitError
+
+FORMAT = "nfkit-triplane-classifier"
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``nfkit triplanes train`` (saved in the classifier file)."""
+
+    model: str = "transformer"  # transformer | cnn | mlp | pointnet
+    epochs: int = 40
+    batch: int = 64
+    lr: float = 1e-3  # one-cycle peak (upstream: 1e-4 over 150 epochs at batch 256)
+    weight_decay: float = 1e-3
+    seed: int = 0
+    crop: int = 30  # random resized crop (training) / centre crop (test) of the planes
+    crop_min_area: float = 0.08  # smallest crop area fraction (torchvision's default)
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    points: int = 512  # PointNet: points per shape (a random subset each step in training)
+
+    def check(self, resolution: int) -> "TrainConfig":
+        if self.model not in INPUT_KIND:
+            raise NfkitError(f"--model: expected one of {', '.join(INPUT_KIND)}, got {self.model!r}")
+        if not 1 <= self.crop <= resolution:
+            raise NfkitError(f"--crop {self.crop}: expected 1 to the plane resolution ({resolution})")
+        if self.d_model % self.heads:
+            raise NfkitError(f"--d-model {self.d_model} must be a multiple of --heads {self.heads}")
+        for name in ("epochs", "batch", "points", "layers", "heads"):
+            if int(getattr(self, name)) < 1:
+                raise NfkitError(f"--{name.replace('_', '-')}: expected a positive integer")
+        if not 0 < self.crop_min_area <= 1:
+            raise NfkitError(f"--crop-min-area: expected a value in (0, 1], got {self.crop_min_area}")
+        return self
+
+
+def model_inputs(tensors: dict, fit_cfg: FitConfig, model: str) -> torch.Tensor:
+    """The raw input of ``model`` for every shape of a bank selection: planes [N, 3C, R, R] (normalised), weights
+    [N, D] or points [N, M, 3]."""
+    kind = INPUT_KIND[model]
+    if kind == "planes":
+        return plane_input(tensors["planes"])
+    if kind == "weights":
+        return flat_weights(tensors, fit_cfg)
+    return tensors["points"]
+
+
+def batch_view(x: torch.Tensor, model: str, cfg: TrainConfig, train: bool, g: torch.Generator | None = None):
+    """One batch as the model sees it: crops for the plane models, a point subset (+ scale jitter) for PointNet."""
+    kind = INPUT_KIND[model]
+    if kind == "planes":
+        return (random_resized_crop(x, cfg.crop, (cfg.crop_min_area, 1.0), generator=g) if train
+                else center_crop(x, cfg.crop))
+    if kind == "points":
+        m = min(cfg.points, x.shape[1])
+        if not train:
+            return x[:, :m]
+        idx = torch.stack([torch.randperm(x.shape[1], generator=g)[:m] for _ in range(x.shape[0])])
+        pts = x.gather(1, idx[..., None].expand(-1, -1, 3))
+        return pts * (0.9 + 0.2 * torch.rand(x.shape[0], 1, 3, generator=g))
+    return x
+
+
+def input_dims(tensors: dict, fit_cfg: FitConfig) -> dict:
+    return {"channels": 3 * fit_cfg.channels, "weights": int(flat_weights(tensors, fit_cfg).shape[1])}
+
+
+def train_classifier(tensors: dict, fit_cfg: FitConfig, n_classes: int, cfg: TrainConfig, progress: bool = False):
+    """Train on a bank selection (``tensors`` with ``labels``). Returns (model in eval mode, stats)."""
+    from nfkit.progress import progress_bar
+
+    cfg.check(fit_cfg.resolution)
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    x, y = model_inputs(tensors, fit_cfg, cfg.model), tensors["labels"]
+    model = build_model(cfg.model, n_classes, input_dims(tensors, fit_cfg), cfg)
+    if cfg.model == "mlp":
+        model.mean.copy_(x.mean(0))
+        model.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(x[0]))
+    n = len(y)
+    steps_per_epoch = -(-n // cfg.batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    bar = progress_bar(total=cfg.epochs, unit="epoch", desc=f"train {cfg.model}", disable=not progress)
+    t0 = time.perf_counter()
+    model.train()
+    loss = torch.zeros(())
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n, cfg.batch):
+            idx = perm[s: s + cfg.batch]
+            if len(idx) < 2 and n > 1:  # batch norm needs two samples
+                continue
+            loss = F.cross_entropy(model(batch_view(x[idx], cfg.model, cfg, True, g)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        bar.update(1)
+        bar.set_postfix_str(f"loss {loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    return model, {"seconds": time.perf_counter() - t0, "final_loss": float(loss.detach()), "train_shapes": n}
+
+
+@torch.no_grad()
+def logits_of(model, x: torch.Tensor, name: str, cfg: TrainConfig, chunk: int = 256) -> torch.Tensor:
+    """Logits [N, classes] of raw inputs x (as :func:`model_inputs`), test-time view."""
+    model.eval()
+    return torch.cat([model(batch_view(c, name, cfg, False)) for c in x.split(chunk)])
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def save_classifier(path, model, cfg: TrainConfig, fit_cfg: FitConfig, classes, dims: dict, info=None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "train_config": json.dumps(asdict(cfg)), "fit_config": json.dumps(asdict(fit_cfg)),
+            "classes": json.dumps(list(classes)), "dims": json.dumps(dims), "info": json.dumps(info or {})}
+    tmp = temp_name(path)
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
+        return commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_classifier(path):
+    """(model in eval mode, TrainConfig, FitConfig, classes) from a classifier file; one-line error otherwise."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FieldFileError(f"{path}: no such classifier file")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as e:  # safetensors' own error types for non-safetensors files
+        raise FieldFileError(f"{path}: not a classifier file ({str(e)[:80]})") from None
+    if meta.get("format") != FORMAT:
+        raise FieldFileError(f"{path}: not a tri-plane classifier (made by nfkit triplanes train)")
+    cfg = TrainConfig(**json.loads(meta["train_config"]))
+    fit_cfg = FitConfig(**json.loads(meta["fit_config"]))
+    classes = json.loads(meta["classes"])
+    model = build_model(cfg.model, len(classes), json.loads(meta["dims"]), cfg)
+    model.load_state_dict(state)
+    model.eval()
+    return model, cfg, fit_cfg, classes

@@ -137,7 +137,8 @@ def render_video(renderable, cam_path: CameraPath, out, mode: str = "rgb", backg
         raise NfkitError(f"{out}: cannot write a video there ({str(e)[:100]})") from None
     ok = False
     try:
-        for i, c2w in enumerate(progress_bar(iterable=poses, disable=not progress, desc="render", unit="frame", dynamic_ncols=True)):
+        bar = progress_bar(iterable=poses, disable=not progress, desc="render", unit="frame", dynamic_ncols=True)
+        for i, c2w in enumerate(bar):
             with frame_lock() if frame_lock is not None else nullcontext():
                 img = render_view(field, grid, opts, c2w, w, h, cam_path.fov_deg, mode, background, None, should_stop)
             if img is None:

@@ -4,7 +4,8 @@ Runnable as ``python apps/fit_scene.py DATA --out DIR`` with the same arguments 
 
 A video, image folder or COLMAP model (a *capture*) is first posed into ``DIR/transforms.json``
 (:func:`nfkit.datasets.capture.prepare_capture`). Every fit trains for at most 300 s or 5000 steps by default
-(FitConfig; sized for 2 CPU cores: the whole command in about 10 minutes). Captures also get ``DIR/orbit.mp4`` (:mod:`nfkit.apps.orbit`) and ``DIR/mesh.ply``; SDF fields
+(FitConfig; sized for 2 CPU cores: the whole command in about 10 minutes). Captures also get ``DIR/orbit.mp4``
+(:mod:`nfkit.apps.orbit`) and ``DIR/mesh.ply``; SDF fields
 (``--field neus``) get ``DIR/mesh.ply`` from their zero level set whatever the input.
 ``metrics.json`` is removed when a run starts and written only when it succeeds, with ``timings_s`` per stage.
 ``DIR/config.json`` (the resolved options) is written when training starts; ``nfkit fit --config DIR/config.json``

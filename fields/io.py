@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nfkit.atomic import commit, temp_name
+from nfkit.atomic import atomic_path
 from nfkit.errors import FieldFileError
 from nfkit.fields.background import attach_background, background_header, build_background
 from nfkit.fields.base import Field, build_field
@@ -42,13 +42,9 @@ def save(field: Field, path, normalization: dict | None = None, info: dict | Non
     if bg is not None:
         meta["background"] = bg
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"nfkit": json.dumps(meta)})
-        return commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return path
 
 
 def read_header(path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -33,12 +34,21 @@ def commit(tmp, path) -> Path:
     return Path(path)
 
 
-def write_json_atomic(path, obj) -> Path:
+@contextmanager
+def atomic_path(path):
+    """``with atomic_path(path) as tmp:`` write ``tmp`` (a temporary name beside ``path``); on leaving the block
+    it is flushed and renamed to ``path``; if the block raises, ``tmp`` is removed and ``path`` is untouched."""
     path = Path(path)
     tmp = temp_name(path)
     try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        return commit(tmp, path)
+        yield tmp
+        commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path, obj) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
+    return Path(path)

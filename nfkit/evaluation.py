@@ -49,7 +49,7 @@ def _progress(n: int, enabled: bool):
     from nfkit.progress import progress_bar
 
     return progress_bar(total=n, desc="nfkit: evaluating views", unit="view", disable=not enabled or n == 0,
-                mininterval=1.0, leave=False)
+                        mininterval=1.0, leave=False)
 
 
 @torch.no_grad()

@@ -27,8 +27,6 @@ import torch
 from nfkit import distributed
 from nfkit.errors import NfkitError
 
-GRID_UPDATE_EVERY = 16  # OccupancyGrid.update(every=16): the objectives refresh their grid on these steps
-
 
 def make_adam(groups, lr: float) -> torch.optim.Optimizer:
     """Adam as instant-ngp (eps 1e-15, betas 0.9/0.99); the fused single-pass kernel when torch has it (~10x faster
@@ -136,9 +134,9 @@ class Objective:
 
     def synced_tensors(self, step: int) -> list[torch.Tensor]:
         """Data-parallel runs (:mod:`nfkit.distributed`): state besides the parameters that every rank must hold
-        identical after ``step``, broadcast from rank 0. Default: the occupancy grid's buffers on the steps it is
-        updated (every :data:`GRID_UPDATE_EVERY`, :meth:`OccupancyGrid.update`'s default)."""
-        if self.grid is None or step % GRID_UPDATE_EVERY:
+        identical after ``step``, broadcast from rank 0. Default: the occupancy grid's buffers on the steps it was
+        updated (its ``last_update_step``)."""
+        if self.grid is None or self.grid.last_update_step != step:
             return []
         return list(self.grid.buffers())
 
@@ -234,8 +232,8 @@ class Loop:
         step_fn = step_fn or self.train_step
         # The bar counts progress in 0.1% of whichever limit binds first (steps or seconds), so its ETA is right.
         bar = progress_bar(total=1000, initial=int(1000 * self.progress_fraction()), disable=not self.progress,
-                   dynamic_ncols=True, desc=self.objective.desc, unit="‰",
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
+                           dynamic_ncols=True, desc=self.objective.desc, unit="‰",
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
         last_ckpt, ema = time.perf_counter(), {}
         try:
             while not self.done():

@@ -20,6 +20,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
         self.register_buffer("density", torch.zeros(self.resolution**3))
         self.register_buffer("binary", torch.ones(self.resolution**3, dtype=torch.bool))
+        self.last_update_step = -1  # the step of the last update() that changed the grid (data-parallel sync)
 
     def cell_index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [N, 3] world -> (flat cell index [N] long, inside-the-grid mask [N])."""
@@ -59,6 +60,7 @@ class OccupancyGrid(nn.Module):
         self.density[idx] = torch.maximum(self.density[idx] * decay, vals.float())
         thre = torch.clamp(self.density.mean(), max=threshold)
         self.binary.copy_(self.density > thre)
+        self.last_update_step = step
         return True
 
     def coarse(self, factor: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nfkit.atomic import commit, temp_name
+from nfkit.atomic import atomic_path
 from nfkit.errors import DatasetError, NfkitError
 
 MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl")
@@ -27,14 +27,9 @@ def write_mesh(mesh, path: Path) -> Path:
     """Write a trimesh as binary PLY (or by ``path``'s suffix), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            mesh.export(file_obj=fh, file_type=path.suffix.lstrip(".").lower())
-        return commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        mesh.export(file_obj=fh, file_type=path.suffix.lstrip(".").lower())
+    return path
 
 
 def shape_rng(seed: int, *keys) -> np.random.Generator:

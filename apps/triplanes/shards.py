@@ -23,7 +23,7 @@ import torch
 
 from nfkit.apps.triplanes.bank import FitConfig, decoder_shapes, fit_batch
 from nfkit.apps.triplanes.dataset import ShapeList, hash_str, list_shapes, release_meshes, shape_targets
-from nfkit.atomic import commit, temp_name, write_json_atomic
+from nfkit.atomic import atomic_path, write_json_atomic
 from nfkit.errors import DatasetError, NfkitError
 
 FORMAT = "nfkit-triplane-bank"
@@ -106,13 +106,8 @@ def save_shard(path: Path, tensors: dict, labels, indices, files, cfg: FitConfig
     tensors = {**{k: v.contiguous() for k, v in tensors.items()}, "labels": torch.tensor(labels, dtype=torch.int64),
                "index": torch.tensor(indices, dtype=torch.int64)}
     meta = {"format": FORMAT, "fit_config": json.dumps(asdict(cfg)), "files": json.dumps(files)}
-    tmp = temp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int = 64, split: str = "all",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from nfkit.apps.triplanes.bank import FitConfig, flat_weights
 from nfkit.apps.triplanes.classifiers import INPUT_KIND, build_model, center_crop, plane_input, random_resized_crop
-from nfkit.atomic import commit, temp_name
+from nfkit.atomic import atomic_path
 from nfkit.errors import FieldFileError, NfkitError
 
 FORMAT = "nfkit-triplane-classifier"
@@ -144,13 +144,9 @@ def save_classifier(path, model, cfg: TrainConfig, fit_cfg: FitConfig, classes, 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "train_config": json.dumps(asdict(cfg)), "fit_config": json.dumps(asdict(fit_cfg)),
             "classes": json.dumps(list(classes)), "dims": json.dumps(dims), "info": json.dumps(info or {})}
-    tmp = temp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-        return commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return path
 
 
 def load_classifier(path):

@@ -15,7 +15,7 @@ import sys
 # Commands that run the kernels: they are built (or loaded) before the command starts its clock.
 USES_KERNELS = ("fit", "fit-image", "fit-sdf", "convert", "export", "view", "render", "eval")
 # Commands that run as several torchrun ranks (nfkit.distributed): data-parallel fitting, and sharded work lists
-DATA_PARALLEL = ("fit", "triplanes fit")
+DATA_PARALLEL = ("fit", "triplanes fit", "convert", "export")
 
 
 class OneLineParser(argparse.ArgumentParser):

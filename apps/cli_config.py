@@ -60,6 +60,8 @@ NUMERIC_RULES: dict[str, tuple[float | None, float | None]] = {
 OUTPUT_DIRS = {"fit": ("out",), "fit-image": ("out",), "fit-sdf": ("out",), "eval": ("renders",)}
 OUTPUT_FILES = {"render": ("out",), "eval": ("out",), "export": ("mesh", "points"),
                 "convert": ("dst", "metrics")}
+# Commands that take a folder of field files as a batch job (nfkit.worklist): then their file outputs are folders.
+BATCH_INPUTS = {"convert": "src", "export": "field"}
 
 
 def flag(name: str) -> str:
@@ -100,7 +102,9 @@ def check_options(command: str, ns: argparse.Namespace) -> None:
     """Every generic check of one command's parsed options (numbers, output paths); raises NfkitError."""
     for name, value in vars(ns).items():
         check_number(name, value)
-    for names, check in ((OUTPUT_DIRS, check_output_dir), (OUTPUT_FILES, check_output_file)):
+    batch = command in BATCH_INPUTS and Path(str(getattr(ns, BATCH_INPUTS[command], "") or "")).is_dir()
+    file_check = check_output_dir if batch else check_output_file
+    for names, check in ((OUTPUT_DIRS, check_output_dir), (OUTPUT_FILES, file_check)):
         for name in names.get(command, ()):
             value = getattr(ns, name, None)
             if isinstance(value, (str, Path)) and str(value):  # not given: a default or sentinel of the command

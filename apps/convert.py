@@ -7,7 +7,8 @@
 Writes OUT (a field file with the teacher's occupancy grid, so ``nfkit view`` / ``render`` work) and
 ``metrics.json`` beside it (or ``--metrics``): PSNR of the student against the teacher's renders, against ground
 truth with ``--data`` (test split), seconds per stage. Converting to the teacher's own family without ``--config``
-is an exact copy of the file. See :mod:`nfkit.distill`.
+is an exact copy of the file. See :mod:`nfkit.distill`. IN may be a folder of field files: a resumable batch job
+split by worker (:mod:`nfkit.apps.batch`).
 
 Never writes over its input: OUT and ``--metrics`` must differ from IN and from each other, and a metrics file
 that another command wrote (e.g. ``nfkit fit``'s ``metrics.json`` when OUT goes into a fit's folder) is not
@@ -25,9 +26,12 @@ from nfkit.errors import FieldFileError, NfkitError
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from nfkit.distill import RADIANCE_FAMILIES, DistillConfig
 
+    from nfkit.apps.batch import add_worker_args
+
     d = DistillConfig()
-    p.add_argument("src", metavar="IN", help="teacher field file (.safetensors, from nfkit fit or convert)")
-    p.add_argument("dst", metavar="OUT", help="student field file to write")
+    p.add_argument("src", metavar="IN", help="teacher field file (.safetensors, from nfkit fit or convert), or a "
+                   "folder of them (a batch job; see nfkit.apps.batch)")
+    p.add_argument("dst", metavar="OUT", help="student field file to write (a folder when IN is a folder)")
     p.add_argument("--to", required=True, dest="family", help=f"student family: {', '.join(RADIANCE_FAMILIES)}")
     p.add_argument("--data", default=None, help="dataset: virtual cameras follow its training cameras; "
                    "ground-truth PSNR on its test split")
@@ -41,6 +45,7 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="base learning rate (default: 5e-3 for mlp / cam students, 4e-2 rbf, 2e-2 the other grids)")
     p.add_argument("--eval-views", type=int, default=8, help="views compared with the teacher's renders")
     p.add_argument("--seed", type=int, default=0)
+    add_worker_args(p)
     return p
 
 
@@ -101,6 +106,13 @@ def run(ns: argparse.Namespace) -> dict:
         raise NfkitError(f"--max-seconds must be >= 0, got {ns.max_seconds}")
     if ns.samples_per_step < 1:
         raise NfkitError(f"--samples-per-step must be at least 1, got {ns.samples_per_step}")
+    if Path(ns.src).is_dir():
+        from nfkit.apps.batch import convert_batch
+
+        return convert_batch(ns)
+    from nfkit.apps.batch import refuse_single_file_ranks
+
+    refuse_single_file_ranks("convert")
     metrics = check_outputs(ns.src, ns.dst, ns.metrics)
     cfg = DistillConfig(steps=ns.steps, max_seconds=ns.max_seconds, samples_per_step=ns.samples_per_step, lr=ns.lr,
                         seed=ns.seed)

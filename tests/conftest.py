@@ -1,6 +1,10 @@
-"""Shared fixtures: a tiny synthetic capture written by the test itself (no external data)."""
+"""Shared fixtures: a tiny synthetic capture written by the test itself (no external data); the torchrun command
+line of the multi-process tests."""
 import json
 import math
+import os
+import socket
+import sys
 from pathlib import Path
 
 import nfkit  # noqa: F401  (first: sets the OpenMP spin count before torch loads)
@@ -60,3 +64,19 @@ def sphere_capture(tmp_path) -> Path:
 
 TINY_FIELD = ["--field-options", "n_levels=4", "log2_hashmap_size=12", "hidden=16", "max_resolution=64",
               "--samples-per-step", "4096", "--grid-resolution", "16", "--quiet"]
+
+
+# One thread per rank: two ranks on the two cores of the reference machine.
+TORCHRUN_ENV = {**os.environ, "NFKIT_THREADS_PER_RANK": "1", "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_cmd(args: list[str], nproc: int = 2) -> list[str]:
+    """``torchrun --nproc_per_node N -m nfkit.apps ARGS`` on loopback with a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+            "127.0.0.1", "--master_port", str(free_port()), "-m", "nfkit.apps"] + args

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TORCHRUN_ENV, free_port, torchrun_cmd
 from nfkit.loop import Loop, Objective, Schedule
 
 STEPS = 25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HalfBatch(Objective):
@@ -84,10 +78,8 @@ def test_two_ranks_equal_one_process_on_the_whole_batch(tmp_path):
 
 
 def _torchrun(args: list[str], tmp_path: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NFKIT_THREADS_PER_RANK": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "nfkit.apps"] + args
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+    return subprocess.run(torchrun_cmd(args), capture_output=True, text=True, timeout=timeout, env=TORCHRUN_ENV,
+                          cwd=tmp_path)
 
 
 FIT_ARGS = ["--field-options", "n_levels=4", "log2_hashmap_size=12", "hidden=16", "--samples-per-step", "4096",
@@ -107,7 +99,7 @@ def test_torchrun_fit_two_ranks(sphere_capture, tmp_path):
 def test_two_nodes_over_loopback(sphere_capture, tmp_path):
     """Two torchrun agents (one rank each) meeting at a c10d rendezvous on 127.0.0.1: the multi-node launch."""
     port, out = free_port(), tmp_path / "out"
-    env = {**os.environ, "NFKIT_THREADS_PER_RANK": "1", "OMP_NUM_THREADS": "1"}
+    env = TORCHRUN_ENV
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "nfkit-test",
            "-m", "nfkit.apps", "fit", str(sphere_capture), "--out", str(out)] + FIT_ARGS

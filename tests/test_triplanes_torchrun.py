@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,24 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import TORCHRUN_ENV, torchrun_cmd
 from nfkit.apps.cli import main
 
 FIT = ["--shard-size", "1", "--batch-shapes", "1", "--channels", "4", "--resolution", "8", "--hidden", "16",
        "--samples", "1024", "--surface-points", "64", "--points-per-step", "256", "--quiet"]
-ENV = {**os.environ, "NFKIT_THREADS_PER_RANK": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ENV = TORCHRUN_ENV
 
 
 def _torchrun(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), "-m", "nfkit.apps", "triplanes", "fit"] + args
+    return torchrun_cmd(["triplanes", "fit"] + args)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,6 +20,7 @@ from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
 from nfkit.apps.triplanes.bank import FitConfig
 from nfkit.apps.triplanes.train import TrainConfig
 from nfkit.errors import NfkitError
+from nfkit.worklist import worker
 
 
 @dataclass
@@ -114,8 +114,7 @@ def run_fit(ns) -> dict:
     from nfkit.apps.triplanes.shards import fit_bank
 
     run_cfg, cfg = sub_config(FitRunConfig, ns), sub_config(FitConfig, ns)
-    rank = run_cfg.rank if run_cfg.rank >= 0 else int(os.environ.get("RANK", 0))
-    world = run_cfg.world_size if run_cfg.world_size >= 1 else int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = worker(run_cfg.rank, run_cfg.world_size)
     res = fit_bank(run_cfg.shapes, run_cfg.out, cfg, run_cfg.shard_size, run_cfg.batch_shapes, run_cfg.split, rank,
                    world, progress=not ns.quiet, max_shards=run_cfg.max_shards)
     rate = res["shapes"] / res["seconds"] * 60 if res["shapes"] else 0.0

@@ -199,3 +199,25 @@ def test_view_dependent_density_is_meshed_from_the_views():
     centres = torch.tensor([[0.0, 0.0, 3.0], [3.0, 0.0, 0.0], [0.0, -3.0, 1.0]])
     m = export.extract_mesh(f, res, opacity=0.5, step=step, centres=centres)
     assert np.abs(radii(m["vertices"]) - R).max() < 2.0 / (res - 1)
+
+
+def test_export_a_folder_of_fields(tmp_path, sphere_family, capsys):
+    """A folder in, a mesh per field out (nfkit.apps.batch): radii kept, a broken file named at the end, a rerun
+    does only what is missing."""
+    src = tmp_path / "fields"
+    src.mkdir()
+    for name, r in (("small", 0.3), ("large", 0.6)):
+        fields.save(fields.build_field("test-sphere", {"radius": r}, AABB), src / f"{name}.safetensors")
+    (src / "broken.safetensors").write_bytes(b"not a field")
+    args = ["export", str(src), "--mesh", str(tmp_path / "meshes"), "--resolution", "48"]
+    assert cli_main(args) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if e.startswith("nfkit:")]  # not the bar's
+    assert len(err) == 1 and "1 of 3 items failed (first: broken:" in err[0]
+    for name, r in (("small", 0.3), ("large", 0.6)):
+        m = trimesh.load(tmp_path / "meshes" / f"{name}.ply")
+        assert abs(np.linalg.norm(m.vertices, axis=1).mean() - r) < 2.0 / 48
+    manifest = json.loads((tmp_path / "meshes" / "manifest.json").read_text())
+    assert not manifest["complete"] and manifest["missing"] == ["broken"]
+    (src / "broken.safetensors").unlink()
+    assert cli_main(args) == 0
+    assert "0 done, 2 already complete, of 2 items" in capsys.readouterr().out

@@ -24,6 +24,8 @@ from pathlib import Path
 import nfkit  # noqa: F401  (first: sets the OpenMP spin count before torch loads, see nfkit/__init__.py)
 import numpy as np
 
+from nfkit.pose_eval import rotation_angle_deg, umeyama
+
 ROOT = Path(__file__).resolve().parents[1]
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -38,25 +40,6 @@ def read_par(path: Path) -> dict:
         v = np.array([float(x) for x in tok[1:]], dtype=np.float64)
         cams[tok[0]] = (v[:9].reshape(3, 3), v[9:18].reshape(3, 3), v[18:21])
     return cams
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity (s, R [3, 3], t [3]) minimising sum |dst - (s R src + t)|^2. src, dst: [N, 3], N >= 3."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    e = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[2, 2] = -1.0
-    r = u @ e @ vt
-    var_s = (xs ** 2).sum() / len(src)
-    s = float(np.trace(np.diag(d) @ e) / var_s)
-    return s, r, mu_d - s * r @ mu_s
-
-
-def rotation_angle_deg(r: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 def evaluate(transforms: Path, poses_json: Path, cams: dict) -> dict:

@@ -135,7 +135,8 @@ def composite_sdf(w, rgb, grad, channels: dict, t_mid, ray_indices, n_rays: int,
 
 def composite_channels(w, channels: dict, ray_indices, n_rays: int) -> dict:
     """{name: [S] or [S, C]} -> {name: [R, C]}: each channel composited with the weights w [S]."""
-    return {k: accumulate(w, v.reshape(v.shape[0], -1).to(w.dtype), ray_indices, n_rays) for k, v in channels.items()}
+    return {k: accumulate(w, v.reshape(len(v), math.prod(v.shape[1:])).to(w.dtype), ray_indices, n_rays)
+            for k, v in channels.items()}  # (not reshape(S, -1): ambiguous when no ray has a sample, S = 0)
 
 
 @torch.no_grad()

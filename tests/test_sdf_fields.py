@@ -222,3 +222,11 @@ def test_export_contours_a_neus_field_at_its_zero_level():
     assert float(s.abs().max()) < 2.0 / 23  # on the zero level set, within a voxel
     r = torch.as_tensor(m["vertices"]).norm(dim=-1)
     assert 0.3 < float(r.mean()) < 0.7  # the initial sphere, radius ~0.5
+
+
+def test_channels_composite_when_no_ray_has_a_sample():
+    from nfkit.renderers.sdf import composite_channels
+
+    w, ri = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    out = composite_channels(w, {"lines": torch.zeros(0, 6), "one": torch.zeros(0)}, ri, 4)
+    assert out["lines"].shape == (4, 6) and out["one"].shape == (4, 1) and not out["lines"].any()

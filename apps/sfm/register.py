@@ -1,0 +1,72 @@
+"""Registration of a new view: 2D–3D correspondences through the verified matches, the surface filter
+(|f(X)| < tau: upstream tests the signed value f < tau and lets deep interior points through), then PnP + LO-RANSAC
+and refinement by pycolmap (``estimate_and_refine_absolute_pose``, intrinsics fixed)."""
+from __future__ import annotations
+
+import numpy as np
+
+from nfkit.datasets.colmap import import_pycolmap
+
+from .surface import abs_sdf
+
+
+def correspondences(state, matches, new: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoint index in ``new`` [C], point id [C]) through matches to registered views (one per keypoint)."""
+    kps, pids, seen = [], [], set()
+    for j in state.poses:
+        for ki, kj in matches.pair(new, j):
+            ki, kj = int(ki), int(kj)
+            pid = state.obs[j].get(kj)
+            if pid is None or ki in seen or not state.alive[pid]:
+                continue
+            seen.add(ki)
+            kps.append(ki)
+            pids.append(pid)
+    return np.asarray(kps, np.int64), np.asarray(pids, np.int64)
+
+
+def surface_filter(field, X: np.ndarray, tau: float) -> np.ndarray:
+    """Mask [P] of points with |f(X)| < tau (all True without a field)."""
+    if field is None:
+        return np.ones(len(X), bool)
+    return abs_sdf(field, X) < tau
+
+
+def pycolmap_camera(K: np.ndarray, size):
+    pycolmap = import_pycolmap()
+    return pycolmap.Camera(model="PINHOLE", width=int(size[0]), height=int(size[1]),
+                           params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+
+
+def register_view(state, matches, new: int, cfg, field=None) -> tuple[bool, str, dict]:
+    """PnP for view ``new``; on success its pose goes into ``state.poses`` -> (ok, reason, stats)."""
+    pycolmap = import_pycolmap()
+    kps, pids = correspondences(state, matches, new)
+    stats = {"correspondences": int(len(kps))}
+    if cfg.surface_filter and field is not None and len(kps):
+        keep = surface_filter(field, state.points[pids], cfg.surface_tau)
+        kps, pids = kps[keep], pids[keep]
+        stats["after_surface_filter"] = int(len(kps))
+    if len(kps) < cfg.min_inliers:
+        return False, f"{len(kps)} 2D-3D correspondences (< {cfg.min_inliers})", stats
+    est = pycolmap.AbsolutePoseEstimationOptions()
+    est.ransac.max_error = cfg.pnp_max_error
+    if hasattr(est.ransac, "random_seed"):
+        est.ransac.random_seed = cfg.seed
+    refine = pycolmap.AbsolutePoseRefinementOptions()
+    refine.refine_focal_length = False
+    refine.refine_extra_params = False
+    cam = pycolmap_camera(state.K, matches.sizes[new])
+    res = pycolmap.estimate_and_refine_absolute_pose(matches.keypoints[new][kps], state.points[pids], cam, est, refine)
+    if res is None:
+        return False, "PnP failed", stats
+    n_in = int(res["num_inliers"])
+    stats["inliers"] = n_in
+    if n_in < cfg.min_inliers:
+        return False, f"{n_in} PnP inliers (< {cfg.min_inliers})", stats
+    m = np.asarray(res["cam_from_world"].matrix())
+    state.poses[new] = (m[:, :3].copy(), m[:, 3].copy())
+    inl = np.asarray(res["inlier_mask"], bool)
+    for k, p in zip(kps[inl], pids[inl]):
+        state.add_observation(int(p), new, int(k))
+    return True, "", stats

@@ -49,4 +49,5 @@ class SfmConfig:
     w_surface: float = 10.0  # |f| weight (relative to the robust reprojection term, px)
     w_eikonal: float = 1.0
     refine_focal: bool = True  # only without --intrinsics
+    polish_poses: bool = True  # after the final BA: each pose refined by pycolmap's LM on its points (held fixed)
     seed: int = 0

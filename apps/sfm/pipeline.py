@@ -16,7 +16,7 @@ from nfkit.progress import progress_bar
 
 from .bundle import bundle_adjust
 from .init import initialise
-from .register import correspondences, register_view
+from .register import correspondences, polish_poses, register_view
 from .surface import fit_sdf, make_field
 from .triangulate import triangulate_view
 
@@ -110,6 +110,10 @@ def run_sfm(matches, cfg, show_progress: bool = True) -> SfmResult:
     final = bundle_adjust(state, matches, cfg, steps=cfg.final_ba_steps, field=ba_field, focal=focal)
     state.filter_observations(matches.keypoints, cfg.max_reproj)
     timer.add("bundle", t0)
+    if cfg.polish_poses:
+        t0 = time.perf_counter()
+        final["polish"] = polish_poses(state, matches, cfg)
+        timer.add("polish", t0)
     state.skipped = {i: failures.get(i, "not reached") for i in range(matches.n_images) if i not in state.poses}
     report = {
         "registered": len(state.poses), "total": matches.n_images,

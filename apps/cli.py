@@ -1,6 +1,7 @@
 """The ``nfkit`` console script: ``nfkit fit ...``, ``nfkit fit-image ...``, ``nfkit fit-sdf ...``, ``nfkit view ...``,
 ``nfkit render ...``, ``nfkit convert / export / info / eval ...``, ``nfkit build-kernels``,
-``nfkit triplanes make-shapes / fit / train / classify``, ``nfkit sfm``, ``nfkit wireframe``.
+``nfkit triplanes make-shapes / fit / train / classify``, ``nfkit sfm``, ``nfkit wireframe``,
+``nfkit ponder pretrain / probe``.
 
 Every failure a user can cause ends with one ``nfkit: error: ...`` line on stderr and exit code 2 (:func:`guarded`):
 bad values and files (:class:`~nfkit.errors.NfkitError`), unparsable arguments, and OS errors (permission, a folder
@@ -67,6 +68,7 @@ def guarded(fn) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from nfkit.apps import build_kernels, camera_path, convert, eval as eval_app, export, fit_image, fit_scene, fit_sdf
     from nfkit.apps import viewer
+    from nfkit.apps.ponder import cli as ponder_cli
     from nfkit.apps.sfm import cli as sfm_cli
     from nfkit.apps.triplanes import cli as triplanes_cli
     from nfkit.apps.wireframe import cli as wireframe_cli
@@ -86,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     triplanes_cli.build_parser(sub.add_parser("triplanes", help="fit tri-planes to many shapes; classify the fields"))
     sfm_cli.build_parser(sub.add_parser("sfm", help="neural structure-from-motion on an SDF level set (Level-S2fM)"))
     wireframe_cli.build_parser(sub.add_parser("wireframe", help="3D wireframe from 2D line segments (NEAT)"))
+    ponder_cli.build_parser(sub.add_parser("ponder", help="pretrain a point-cloud encoder by rendering (PonderV2)"))
     return parser
 
 
 def commands() -> dict:
     from nfkit.apps import build_kernels, camera_path, convert, eval as eval_app, export, fit_image, fit_scene, fit_sdf
     from nfkit.apps import viewer
+    from nfkit.apps.ponder import cli as ponder_cli
     from nfkit.apps.sfm import cli as sfm_cli
     from nfkit.apps.triplanes import cli as triplanes_cli
     from nfkit.apps.wireframe import cli as wireframe_cli
@@ -99,7 +103,8 @@ def commands() -> dict:
     return {"fit": fit_scene.run, "fit-image": fit_image.run, "fit-sdf": fit_sdf.run, "view": viewer.run,
             "render": camera_path.run, "convert": convert.run, "export": export.run, "info": convert.run_info,
             "eval": eval_app.run, "build-kernels": build_kernels.run,
-            "triplanes": triplanes_cli.run, "sfm": sfm_cli.run, "wireframe": wireframe_cli.run}
+            "triplanes": triplanes_cli.run, "sfm": sfm_cli.run, "wireframe": wireframe_cli.run,
+            "ponder": ponder_cli.run}
 
 
 def _wants_cuda(ns) -> bool:

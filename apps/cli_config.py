@@ -155,3 +155,9 @@ def dataclass_from_args(cls, ns: argparse.Namespace):
         check_number(f.name, v)
         kw[f.name] = v
     return cls(**kw)
+
+
+def sub_config(cls, ns: argparse.Namespace):
+    """A dataclass from the options of ``ns`` named like its fields (a subcommand that builds several configs)."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+    return dataclass_from_args(cls, argparse.Namespace(**values))

@@ -152,6 +152,17 @@ def _plan(matcher: str, known_intrinsics: bool) -> list[tuple[str, str, bool]]:
     return plan
 
 
+def fresh_database(work_dir) -> Path:
+    """``work_dir/database.db`` for a new pycolmap run: the folder created, an earlier database (and its SQLite
+    journal files) removed."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    db = work_dir / "database.db"
+    for stale in (db, work_dir / "database.db-wal", work_dir / "database.db-shm"):
+        stale.unlink(missing_ok=True)
+    return db
+
+
 def run_colmap(image_dir, work_dir, *, matcher: str = "sequential", min_fraction: float = 0.8,
                camera_params=None, max_features: int = 4096, verbose: bool = False) -> PoseResult:
     """Structure from motion on the images of ``image_dir`` (sorted by name = capture order).
@@ -168,10 +179,7 @@ def run_colmap(image_dir, work_dir, *, matcher: str = "sequential", min_fraction
         raise NfkitError(f"matcher must be 'sequential' or 'exhaustive', got {matcher!r}")
     _quiet_logs(pycolmap, verbose)
     image_dir, work_dir = Path(image_dir), Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    db = work_dir / "database.db"
-    for stale in (db, work_dir / "database.db-wal", work_dir / "database.db-shm"):
-        stale.unlink(missing_ok=True)
+    db = fresh_database(work_dir)
     t0 = time.perf_counter()
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "OPENCV"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import torch
 
-from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
+from nfkit.apps.cli_config import add_dataclass_args, sub_config
 from nfkit.errors import NfkitError
 
 from .encoder import EncoderConfig
@@ -49,10 +49,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     for q in sub.choices.values():
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
-
-
-def sub_config(cls, ns):
-    return dataclass_from_args(cls, argparse.Namespace(**{f.name: getattr(ns, f.name) for f in fields(cls)}))
 
 
 def run_make_rooms(ns) -> dict:

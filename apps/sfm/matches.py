@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nfkit.datasets.colmap import import_pycolmap
+from nfkit.datasets.colmap import fresh_database, import_pycolmap
 from nfkit.errors import NfkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -83,10 +83,7 @@ def extract_and_match(image_dir, work_dir, intrinsics: list[float] | None = None
         pass
     image_dir, work_dir = Path(image_dir), Path(work_dir)
     list_images(image_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    db = work_dir / "database.db"
-    for stale in (db, work_dir / "database.db-wal", work_dir / "database.db-shm"):
-        stale.unlink(missing_ok=True)
+    db = fresh_database(work_dir)
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "PINHOLE"
     if intrinsics is not None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from nfkit.apps.cli_config import add_dataclass_args, dataclass_from_args
+from nfkit.apps.cli_config import add_dataclass_args, sub_config
 from nfkit.apps.triplanes.bank import FitConfig
 from nfkit.apps.triplanes.train import TrainConfig
 from nfkit.errors import NfkitError
@@ -73,11 +73,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     for q in sub.choices.values():
         q.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
-
-
-def sub_config(cls, ns):
-    """A dataclass from the options of ``ns`` named like its fields."""
-    return dataclass_from_args(cls, argparse.Namespace(**{f.name: getattr(ns, f.name) for f in fields(cls)}))
 
 
 def run_make_shapes(ns) -> dict:

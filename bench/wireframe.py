@@ -130,7 +130,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-side", type=int, default=WireframeConfig.max_side)
     ap.add_argument("--temple-max-side", type=int, default=WireframeConfig.max_side)
     args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows = []
     for part in args.parts.split(","):
         try:

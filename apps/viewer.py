@@ -434,6 +434,8 @@ def serve_forever(app: ViewerApp) -> None:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="nfkit view", description="browser viewer of a field file")
     parser.add_argument("field", help="field file (.safetensors from nfkit fit)")
+    parser.add_argument("--lines", default=None, help="a wireframe.json (nfkit wireframe) drawn over the field; "
+                        "default: the wireframe.json beside the field file, if there is one")
     add_viewer_args(parser, prefix="")
     return parser
 
@@ -467,10 +469,16 @@ def run(ns: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     field, grid, opts, meta = load_renderable(ns.field)
+    beside = Path(ns.field).parent / "wireframe.json"
+    lines = ns.lines or (beside if beside.is_file() else None)
+    segments = None if lines is None else viewer_gui.wireframe_segments(lines, meta.get("normalization"))
     app = ViewerApp(field, grid, opts, ns.host, ns.port, ns.max_res, ns.target_fps, out_dir=Path(ns.field).parent,
                     view_centres=stored_view_centres(field, meta, ns.field))
     # frusta of the training cameras once the dataset is read (not a daemon: it may be inside torch at exit)
     threading.Thread(target=lambda: app.gui.show_cameras(viewer_gui.load_train_cameras(meta))).start()
+    if segments is not None:
+        app.gui.show_lines(segments)
+        print(f"nfkit view: {len(segments)} wireframe edges from {lines}", flush=True)
     serve_forever(app)
 
 

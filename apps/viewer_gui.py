@@ -11,6 +11,7 @@ import math
 import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,8 +19,6 @@ import torch
 from nfkit.apps import camera_path as cp
 from nfkit.apps import view_render as vr
 from nfkit.apps.view_render import camera_state
-from pathlib import Path
-
 from nfkit.errors import NfkitError
 
 
@@ -174,6 +173,13 @@ class ViewerGui:
                 color=(60, 110, 200), image=None if thumbs is None else thumbs[i], wxyz=wxyz, position=pos,
                 visible=bool(self.show_cams.value)))
 
+    def show_lines(self, segments: np.ndarray, name: str = "/wireframe"):
+        """segments [N, 2, 3] in the field's coordinates (e.g. an ``nfkit wireframe`` result) drawn as orange
+        lines over the rendering."""
+        thickness = 0.004 * self.app.radius
+        return self.server.scene.add_line_segments(name, np.asarray(segments, np.float32), (255, 140, 0),
+                                                   thickness=thickness)
+
     def _toggle_cameras(self) -> None:
         for f in self.frusta:
             f.visible = self.show_cams.value is True
@@ -285,6 +291,26 @@ def load_train_cameras(meta: dict, max_cams: int = 100):
         _log().warning(f"no camera frusta: {src} no longer matches the field's normalisation")
         return None
     return cameras_of(data, max_cams)
+
+
+def wireframe_segments(path, normalization: dict | None) -> np.ndarray:
+    """The edges of a ``wireframe.json`` (junctions in input coordinates) as segments [N, 2, 3] in the field's
+    coordinates; NfkitError naming the file when it is not one."""
+    import json
+
+    from nfkit.export import to_field_coords
+
+    try:
+        d = json.loads(Path(path).read_text())
+        junctions = np.asarray(d["junctions"], float).reshape(-1, 3)
+        edges = np.asarray(d["lines"], int).reshape(-1, 2)
+        if len(edges) and (edges.min() < 0 or edges.max() >= len(junctions)):
+            raise ValueError("an edge names a junction that does not exist")
+    except FileNotFoundError:
+        raise NfkitError(f"--lines {path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NfkitError(f"--lines {path}: not a wireframe.json with junctions and lines ({str(e)[:80]})") from None
+    return to_field_coords(junctions, normalization)[edges]
 
 
 def cameras_of(data, max_cams: int = 100):

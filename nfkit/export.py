@@ -44,6 +44,13 @@ def to_input_coords(points: np.ndarray, normalization: dict | None) -> np.ndarra
     return np.asarray(points, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
 
 
+def to_field_coords(points: np.ndarray, normalization: dict | None) -> np.ndarray:
+    """points [P, 3] input coordinates -> [P, 3] float64 normalised (the field's), the inverse of
+    :func:`to_input_coords`."""
+    t = np.asarray((normalization or {}).get("transform", np.eye(4)), dtype=np.float64).reshape(4, 4)
+    return np.asarray(points, dtype=np.float64) @ t[:3, :3].T + t[:3, 3]
+
+
 @torch.no_grad()
 def field_lattice(fn, aabb: torch.Tensor, resolution: int, chunk: int = 1 << 16) -> np.ndarray:
     """fn: x [N, 3] -> [N] on the lattice of ``resolution``^3 points spanning ``aabb`` [2, 3] (corners included).

@@ -5,6 +5,7 @@ protocol (msgpack messages). Subprocess: ``nfkit view`` on a tiny random field f
 websocket and HTTP, then stopped with Ctrl-C.
 """
 import http.client
+import json
 import math
 import os
 import signal
@@ -287,3 +288,21 @@ def test_gui_camera_path_crop_and_output_names(app, tmp_path):
     app.gui.crop_min.value = (-0.5, -1.0, -1.0)
     lo, hi = app.gui.crop()
     assert lo.tolist() == [-0.5, -1.0, -1.0] and hi.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_wireframe_drawn_in_field_coordinates(app, tmp_path):
+    """nfkit view draws an nfkit wireframe result: junctions in input coordinates go through the field file's
+    normalisation; a file that is not a wireframe is a one-line error naming it."""
+    from nfkit.apps.viewer_gui import wireframe_segments
+    from nfkit.errors import NfkitError
+
+    path = tmp_path / "wireframe.json"
+    path.write_text(json.dumps({"junctions": [[2, 0, 0], [0, 4, 0], [0, 0, 6]], "lines": [[0, 1], [1, 2]]}))
+    norm = {"transform": [[0.5, 0, 0, -1], [0, 0.5, 0, 0], [0, 0, 0.5, 1], [0, 0, 0, 1]], "scale": 0.5}
+    seg = wireframe_segments(path, norm)
+    np.testing.assert_allclose(seg, [[[0, 0, 1], [-1, 2, 1]], [[-1, 2, 1], [-1, 0, 4]]])
+    handle = app.gui.show_lines(seg)
+    np.testing.assert_allclose(handle.points, seg.astype(np.float32))
+    path.write_text(json.dumps({"junctions": [[0, 0, 0]], "lines": [[0, 3]]}))
+    with pytest.raises(NfkitError, match="wireframe.json: not a wireframe.json"):
+        wireframe_segments(path, norm)

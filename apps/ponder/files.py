@@ -38,20 +38,9 @@ def save_model(path, model: PonderModel, info: dict) -> Path:
 
 def load_model(path) -> tuple[PonderModel, dict]:
     """(model, info) from an encoder file; one-line errors for missing, truncated or foreign files."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from nfkit.tensor_files import read_tensor_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FieldFileError(f"{path}: no such encoder file (write one with nfkit ponder pretrain)")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-        state = load_file(str(path))
-    except Exception as e:
-        raise FieldFileError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:120]})") from None
-    if meta.get("format") != FORMAT:
-        raise FieldFileError(f"{path}: not an nfkit ponder encoder file (format {meta.get('format')!r})")
+    state, meta = read_tensor_file(path, FORMAT, "nfkit ponder encoder file", "nfkit ponder pretrain")
     if int(meta.get("version", 0)) > VERSION:
         raise FieldFileError(f"{path}: format version {meta['version']} is newer than this nfkit's {VERSION}")
     model = PonderModel(EncoderConfig(**_tuples(json.loads(meta["encoder"]))),

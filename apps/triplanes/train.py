@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nfkit.apps.triplanes.bank import FitConfig, flat_weights
 from nfkit.apps.triplanes.classifiers import INPUT_KIND, build_model, center_crop, plane_input, random_resized_crop
 from nfkit.atomic import atomic_path
-from nfkit.errors import FieldFileError, NfkitError
+from nfkit.errors import NfkitError
 
 FORMAT = "nfkit-triplane-classifier"
 
@@ -151,19 +151,9 @@ def save_classifier(path, model, cfg: TrainConfig, fit_cfg: FitConfig, classes, 
 
 def load_classifier(path):
     """(model in eval mode, TrainConfig, FitConfig, classes) from a classifier file; one-line error otherwise."""
-    from safetensors import safe_open
+    from nfkit.tensor_files import read_tensor_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise FieldFileError(f"{path}: no such classifier file")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as e:  # safetensors' own error types for non-safetensors files
-        raise FieldFileError(f"{path}: not a classifier file ({str(e)[:80]})") from None
-    if meta.get("format") != FORMAT:
-        raise FieldFileError(f"{path}: not a tri-plane classifier (made by nfkit triplanes train)")
+    state, meta = read_tensor_file(path, FORMAT, "tri-plane classifier file", "nfkit triplanes train")
     cfg = TrainConfig(**json.loads(meta["train_config"]))
     fit_cfg = FitConfig(**json.loads(meta["fit_config"]))
     classes = json.loads(meta["classes"])

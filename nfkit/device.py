@@ -1,8 +1,9 @@
 """Choosing the torch device: ``auto`` (CUDA when present, else the CPU), ``cpu`` or ``cuda[:N]``.
 
 The CPU is the product's first target; CUDA switches on by itself when ``torch.cuda.is_available()`` and is never
-required. On CUDA the C++ CPU kernels are bypassed: marching uses :func:`nfkit.renderers.sampling.march_reference`
-and the hash encoding tinycudann when it imports, else the level-vectorised torch encoding.
+required. On CUDA the C++ CPU kernels are bypassed: marching, the occupancy-grid update and the packed
+compositing use nerfacc when its CUDA extension loads (:mod:`nfkit.renderers.nerfacc_backend`), else the torch
+references; the hash encoding uses tinycudann when it imports, else the level-vectorised torch encoding.
 """
 from __future__ import annotations
 

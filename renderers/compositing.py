@@ -18,16 +18,38 @@ def packed_exclusive_sum(x: torch.Tensor, ray_indices: torch.Tensor, n_rays: int
     return (cs - x.double() - ray_start[ray_indices]).to(x.dtype)
 
 
-def weights_from_density(sigmas, t_starts, t_ends, ray_indices, n_rays):
-    """Packed: sigmas, t_starts, t_ends, ray_indices: [S] -> (weights [S], transmittance [S], alphas [S])."""
+def _nerfacc_for(x: torch.Tensor, backend: str):
+    """The nerfacc module of the CUDA fast path when it applies to ``x``, else None (``backend="nerfacc"``
+    insists: a one-line error without it)."""
+    if backend == "torch" or (backend == "auto" and not x.is_cuda):
+        return None
+    from nfkit.renderers import nerfacc_backend
+
+    if backend == "nerfacc":
+        nerfacc_backend.require(x.device)
+    return nerfacc_backend if nerfacc_backend.usable(x.device) else None
+
+
+def weights_from_density(sigmas, t_starts, t_ends, ray_indices, n_rays, backend: str = "auto"):
+    """Packed: sigmas, t_starts, t_ends, ray_indices: [S] -> (weights [S], transmittance [S], alphas [S]).
+
+    On CUDA nerfacc's scans when they load (``backend``: ``auto`` | ``torch`` | ``nerfacc``); the torch code
+    below is the reference."""
+    fast = _nerfacc_for(sigmas, backend)
+    if fast is not None:
+        return fast.weights_from_density(sigmas, t_starts, t_ends, ray_indices, n_rays)
     tau = sigmas * (t_ends - t_starts)
     trans = torch.exp(-packed_exclusive_sum(tau, ray_indices, n_rays))
     alphas = 1.0 - torch.exp(-tau)
     return trans * alphas, trans, alphas
 
 
-def weights_from_alpha(alphas, ray_indices, n_rays):
-    """Packed: alphas [S] in [0, 1) (SDF renderers) -> (weights [S], transmittance [S])."""
+def weights_from_alpha(alphas, ray_indices, n_rays, backend: str = "auto"):
+    """Packed: alphas [S] in [0, 1) (SDF renderers) -> (weights [S], transmittance [S]); on CUDA nerfacc's
+    exclusive product when it loads (as :func:`weights_from_density`)."""
+    fast = _nerfacc_for(alphas, backend)
+    if fast is not None:
+        return fast.weights_from_alpha(alphas, ray_indices, n_rays)
     log1m = torch.log(torch.clamp(1.0 - alphas, min=1e-10))
     trans = torch.exp(packed_exclusive_sum(log1m, ray_indices, n_rays))
     return trans * alphas, trans

@@ -43,10 +43,20 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, step: int, density_fn, step_size: float, threshold: float = 0.01, decay: float = 0.95,
-               warmup_steps: int = 256, every: int = 16, chunk: int = 1 << 16) -> bool:
-        """Refresh from ``density_fn`` (x [N, 3] -> sigma [N]) every ``every`` steps. Returns True if updated."""
+               warmup_steps: int = 256, every: int = 16, chunk: int = 1 << 16, backend: str = "auto") -> bool:
+        """Refresh from ``density_fn`` (x [N, 3] -> sigma [N]) every ``every`` steps. Returns True if updated.
+
+        On CUDA (``backend`` ``auto``) or with ``backend="nerfacc"``: nerfacc's ``OccGridEstimator`` on this
+        grid's tensors (the same rule and random draws); the code below is the torch reference."""
         if step % every:
             return False
+        if backend == "nerfacc" or (backend == "auto" and self.density.is_cuda):
+            from nfkit.renderers import nerfacc_backend
+
+            if backend == "nerfacc" or nerfacc_backend.usable(self.density.device):
+                nerfacc_backend.update_grid(self, step, density_fn, step_size, threshold, decay, warmup_steps)
+                self.last_update_step = step
+                return True
         n = self.resolution**3
         if step < warmup_steps:
             idx = torch.arange(n, device=self.density.device)

@@ -67,9 +67,18 @@ def march_reference(rays_o, rays_d, t_near, t_far, jitter, step: float, binary: 
 
 def march_segment(rays_o, rays_d, t_near, t_far, jitter, step: float, grid, max_per_ray: int = 0,
                   backend: str = "auto"):
-    """Dispatch of :func:`march_reference` (same arguments, ``grid``: :class:`OccupancyGrid`) to the C++ kernel,
-    which skips empty space (``grid.mips()`` blocks, then empty cells) and returns the same samples (a ray
-    grazing a cell face within float rounding may differ in which side it is counted)."""
+    """Dispatch of :func:`march_reference` (same arguments, ``grid``: :class:`OccupancyGrid`) to a fast path that
+    returns the same samples (a ray grazing a cell face within float rounding may differ in which side it is
+    counted): on the CPU the C++ kernel, which skips empty space (``grid.mips()`` blocks, then empty cells); on
+    CUDA nerfacc's ``traverse_grids`` (:mod:`nfkit.renderers.nerfacc_backend`) for uncapped walks.
+    ``backend``: ``auto``, ``torch`` (the reference) or ``nerfacc`` (CUDA only)."""
+    if backend == "nerfacc" or (backend == "auto" and rays_o.is_cuda and max_per_ray <= 0):
+        from nfkit.renderers import nerfacc_backend
+
+        if backend == "nerfacc":
+            nerfacc_backend.require(rays_o.device)
+        if nerfacc_backend.usable(rays_o.device) and max_per_ray <= 0:
+            return nerfacc_backend.march(rays_o, rays_d, t_near, t_far, jitter, step, grid)
     if backend != "torch" and rays_o.device.type == "cpu":
         from nfkit import kernels
 

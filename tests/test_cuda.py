@@ -1,8 +1,8 @@
 """The CUDA path (``--device cuda`` / ``auto`` on a GPU machine): training, saving, loading, rendering.
 
-Skipped without CUDA. On CUDA the C++ CPU kernels are bypassed (marching: ``march_reference``; hash encoding:
-tinycudann when importable, else ``hash_encode_levels``), so these tests also compare the CUDA outputs with the
-CPU ones for the same field.
+Skipped without CUDA. On CUDA the C++ CPU kernels are bypassed (marching, grid update, packed weights: nerfacc
+when its CUDA extension loads, else the torch references; hash encoding: tinycudann when importable, else
+``hash_encode_levels``), so these tests also compare the CUDA outputs with the CPU ones for the same field.
 """
 from __future__ import annotations
 

@@ -59,8 +59,16 @@ def is_built() -> bool:
 
 
 def ensure_built():
-    """Build (or load) the kernels now, before any clock starts: the module, or None when they cannot be built."""
-    return load()
+    """Build (or load) the kernels now, before any clock starts: the module, or None when they cannot be built.
+    On a CUDA machine nerfacc's CUDA extension is loaded (or JIT-built, with its own message) here too."""
+    mod = load()
+    import torch
+
+    if torch.cuda.is_available():
+        from nfkit.renderers import nerfacc_backend
+
+        nerfacc_backend.usable("cuda")
+    return mod
 
 
 def load():

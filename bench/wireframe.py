@@ -5,16 +5,18 @@
 
 * ``abc-hawp``: ../shared/data/abc_wireframe (100 views, HAWP 2-D wireframes with score > 0.05): NEAT trained once,
   then extracted with Global Junction Perceiving and without it (ablation: junctions by clustering the rendered
-  endpoints), and once more with GJP junctions not snapped onto the surface (a diagnostic: the small SDF's rounded
-  corners pull snapped corner junctions inwards); the classic baseline (``nfkit.apps.wireframe.classic``: epipolar matching + triangulation + merging)
-  on the same 2-D segments and cameras. ABC protocol (one-to-one Hungarian matching; precision / recall / F1 at
+  endpoints), both also without the vote-ratio filter (``min_vote_ratio`` 0: an edge needs votes from a quarter of
+  the views that see it, :mod:`nfkit.apps.wireframe.visibility`), and once more with GJP junctions not snapped onto
+  the surface (a diagnostic: the small SDF's rounded corners pull snapped corner junctions inwards); the classic
+  baseline (``nfkit.apps.wireframe.classic``: epipolar matching + triangulation + merging) on the same 2-D segments
+  and cameras. ABC protocol (one-to-one Hungarian matching; precision / recall / F1 at
   1, 2, 5 % of the object's largest side). Goals: junction F1 >= 0.9 and line F1 >= 0.85 at 5 %; NEAT above the
   classic baseline on line F1 at 2 % and 5 %; GJP's precision above the ablation's.
 * ``abc-lsd``: the same with LSD segments (OpenCV; junctions by clustering endpoints) instead of HAWP.
 * ``temple``: ../shared/data/temple_ring (16 real photos, calibrated): LSD segments, the reader's split (13 views
   to train, 3 held out); on the held-out views at full resolution (LSD there too): the share of reprojected 3-D
   segments with a detected segment within 3 px and 5 deg, and the share of detected segments >= 40 px explained;
-  NEAT and the classic baseline side by side.
+  NEAT (with and without the vote-ratio filter) and the classic baseline side by side.
 
 Budgets are training steps (times depend on the machine's load; the issue's goal is <= 10 min a scene on 2
 cores). Prints a table, then one JSON line (machine, date, settings, rows).
@@ -71,7 +73,9 @@ def abc(detector: str, args) -> list[dict]:
     t_load = time.perf_counter() - t0
     model = train_model(train, lines, cfg)
     rows = []
+    no_ratio = replace(cfg, min_vote_ratio=0.0)
     variants = (("neat", cfg, True), ("neat-no-gjp", cfg, False),
+                ("neat-no-vote-ratio", no_ratio, True), ("neat-no-gjp-no-vote-ratio", no_ratio, False),
                 ("neat-gjp-unsnapped", replace(cfg, snap_steps=0, snap_tol=4 * cfg.snap_tol), True))
     for method, c, gjp in variants:
         t1 = time.perf_counter()
@@ -100,11 +104,15 @@ def temple(args) -> list[dict]:
     test = load_dataset(data, split="test", max_side=0)
     test_lines = [lsd_lines(im.numpy()) for im in test.images]
     model = train_model(train, lines, cfg)
-    t1 = time.perf_counter()
-    wf, stats = extract_wireframe(model.field, model.head, model.junctions, model.grid, model.opts, train, lines, cfg)
-    neat = reprojection_scores(wf.junctions[wf.edges].reshape(-1, 2, 3), test.cameras, test_lines)
-    rows = [{"scene": "temple", "method": "neat", **neat, "n_l": len(wf.edges), "train_s": round(model.seconds, 1),
-             "total_s": round(t_load + model.seconds + time.perf_counter() - t1, 1), "steps": model.steps}]
+    rows = []
+    for method, c in (("neat", cfg), ("neat-no-vote-ratio", replace(cfg, min_vote_ratio=0.0))):
+        t1 = time.perf_counter()
+        wf, stats = extract_wireframe(model.field, model.head, model.junctions, model.grid, model.opts, train, lines,
+                                      c)
+        neat = reprojection_scores(wf.junctions[wf.edges].reshape(-1, 2, 3), test.cameras, test_lines)
+        rows.append({"scene": "temple", "method": method, **neat, "n_l": len(wf.edges),
+                     "train_s": round(model.seconds, 1), "steps": model.steps,
+                     "total_s": round(t_load + model.seconds + time.perf_counter() - t1, 1)})
     t1 = time.perf_counter()
     cwf, _ = classic_wireframe(train, lines)
     cl = reprojection_scores(cwf.junctions[cwf.edges].reshape(-1, 2, 3), test.cameras, test_lines)

@@ -2,8 +2,9 @@
 
 ``DIR/checkpoint/field.safetensors`` is a regular field file (with the occupancy grid when there is one);
 ``DIR/checkpoint/state.safetensors`` holds Adam's moments and the random generators' states as tensors, with JSON
-metadata (loop state: step, elapsed seconds, rays per batch, ...). Both carry the same checkpoint id
-(``step-random``), and :func:`load_checkpoint` refuses a pair whose ids differ.
+metadata (loop state: step, elapsed seconds, rays per batch, ...), and the tensors of the objective's other
+trained modules (``module.<name>.<key>``: e.g. NEAT's attraction head and junction latents). Both carry the same
+checkpoint id (``step-random``), and :func:`load_checkpoint` refuses a pair whose ids differ.
 
 One atomic unit: both files are written into a fresh ``DIR/checkpoint.new``, fsynced with their folder, then swapped
 in by renames: ``checkpoint`` -> ``checkpoint.old``, ``checkpoint.new`` -> ``checkpoint``, remove the old one. A kill
@@ -69,9 +70,30 @@ def restore_rng(tensors: dict[str, torch.Tensor], generators: dict[str, torch.Ge
             g.set_state(tensors[f"rng.gen.{k}"])
 
 
+def module_tensors(modules: dict[str, torch.nn.Module] | None) -> dict[str, torch.Tensor]:
+    """name -> module  ->  {``module.<name>.<key>``: tensor} (the modules' state dicts, CPU, contiguous)."""
+    return {f"module.{n}.{k}": v.detach().cpu().contiguous()
+            for n, m in (modules or {}).items() for k, v in m.state_dict().items()}
+
+
+def restore_modules(tensors: dict[str, torch.Tensor], modules: dict[str, torch.nn.Module] | None, where) -> None:
+    """Inverse of :func:`module_tensors`, strict: NfkitError naming ``where`` when a module's tensors are missing
+    or do not fit (a checkpoint of other options)."""
+    for n, m in (modules or {}).items():
+        pre = f"module.{n}."
+        st = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        try:
+            m.load_state_dict(st)
+        except RuntimeError as e:
+            raise NfkitError(f"{where}: the checkpoint's {n} does not fit this run ({str(e).splitlines()[0][:100]}); "
+                             "resume with the same options, or use a new --out") from None
+
+
 def save_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimizer, loop_state: dict,
-                    normalization: dict | None, generators: dict[str, torch.Generator] | None = None) -> None:
-    """Write the checkpoint as one unit (module docstring). ``grid``: an occupancy grid or None."""
+                    normalization: dict | None, generators: dict[str, torch.Generator] | None = None,
+                    modules: dict[str, torch.nn.Module] | None = None) -> None:
+    """Write the checkpoint as one unit (module docstring). ``grid``: an occupancy grid or None; ``modules``: the
+    objective's other trained modules (name -> module)."""
     from safetensors.torch import save_file
 
     ckpt_dir = Path(ckpt_dir)
@@ -87,6 +109,7 @@ def save_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimize
     fields.save(field, new / FIELD_FILE, normalization=normalization, info={"checkpoint": ident},
                 extra_tensors=extras)
     tensors = {k: v.contiguous() for k, v in rng_tensors(generators).items()}
+    tensors.update(module_tensors(modules))
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         for k, v in optimizer.state.get(p, {}).items():
@@ -107,9 +130,10 @@ def save_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimize
 
 
 def load_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimizer,
-                    generators: dict[str, torch.Generator] | None = None) -> dict:
-    """Restore field, grid, optimizer and random state in place; returns the loop state. Raises NfkitError if the
-    checkpoint is missing, unusable, or its two files are not from the same save."""
+                    generators: dict[str, torch.Generator] | None = None,
+                    modules: dict[str, torch.nn.Module] | None = None) -> dict:
+    """Restore field, grid, ``modules``, optimizer and random state in place; returns the loop state. Raises
+    NfkitError if the checkpoint is missing, unusable, or its two files are not from the same save."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -133,6 +157,7 @@ def load_checkpoint(ckpt_dir: Path, field, grid, optimizer: torch.optim.Optimize
     field.load_state_dict(loaded.state_dict())
     if grid is not None:
         grid.load_state_dict({k[len("occgrid."):]: v for k, v in extras.items() if k.startswith("occgrid.")})
+    restore_modules(tensors, modules, ckpt_dir)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}

@@ -2,9 +2,9 @@
 ``fit-image`` / ``fit-sdf`` (coordinate regression).
 
 An :class:`Objective` says *what* is learned: its parameter groups, ``losses(step, progress)`` -> dict name ->
-scalar tensor (the loop sums them and logs each), and optional hooks (``before_step``, ``after_step``, ``finish``,
-checkpoint ``state``). The :class:`Loop` says *how*: the clock (``steps`` or ``max_seconds``, whichever binds
-first; only training steps count), Adam (:func:`make_adam`), a linear warm-up then exponential decay of every
+scalar tensor (the loop sums them and logs each), and optional hooks (``before_step``, ``after_step``,
+``finish``, checkpoint ``state``/``modules``). The :class:`Loop` says *how*: the clock (``steps`` or
+``max_seconds``, whichever binds first; only training steps count), Adam (:func:`make_adam`), a linear warm-up then exponential decay of every
 group's rate to ``lr_final`` of its base at the end of the run (:func:`lr_factor`), divergence detection (a
 non-finite loss raises :class:`~nfkit.errors.NfkitError`), periodic and Ctrl-C checkpoints
 (:mod:`nfkit.checkpoint`, with the random state), the progress bar (tqdm, ETA from whichever limit binds) and an
@@ -123,6 +123,11 @@ class Objective:
 
     def load_state(self, state: dict) -> None:
         """Restore :meth:`state` from a checkpoint's loop state."""
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Trained modules besides ``field`` and ``grid`` (e.g. an extra head, latent codes) whose tensors
+        checkpoints keep: name -> module (restored by name, strictly, on resume)."""
+        return {}
 
     def generators(self) -> dict[str, torch.Generator]:
         """Random generators besides torch's global ones whose state checkpoints keep."""
@@ -285,14 +290,16 @@ class Loop:
             return
         obj = self.objective
         save_checkpoint(self.checkpoint_dir, obj.field, obj.grid, self.optimizer, self.state(), obj.normalization(),
-                        obj.generators())
+                        obj.generators(), obj.modules())
 
     def resume(self) -> None:
-        """Restore field, grid, optimizer, clock and random state from ``checkpoint_dir``."""
+        """Restore field, grid, the objective's other modules, optimizer, clock and random state from
+        ``checkpoint_dir``."""
         from nfkit.checkpoint import load_checkpoint
 
         obj = self.objective
-        st = load_checkpoint(self.checkpoint_dir, obj.field, obj.grid, self.optimizer, obj.generators())
+        st = load_checkpoint(self.checkpoint_dir, obj.field, obj.grid, self.optimizer, obj.generators(),
+                             obj.modules())
         self.step, self.elapsed, self.total_samples = st["step"], st["elapsed"], st.get("samples", 0)
         obj.load_state(st)
         distributed.rank_seed(torch.initial_seed(), self.step, obj.generators().values())

@@ -50,7 +50,11 @@ class WireframeConfig:
     assign_radius: float = 0.1  # segment endpoints vote for junctions within this (normalised units)
     check_px: float = 2.0  # visibility check: projected edge within this of a 2-D segment (pixels, working res.)
     min_views: int = 0  # votes and visibility check: in at least this many views; 0: min(5, max(2, views // 4))
+    min_vote_ratio: float = 0.25  # an edge is voted for from >= this share of the views that see it (0: off)
+    occlusion_tol: float = 0.05  # a view sees a point when the surface along its ray is no nearer than this
     seed: int = 0
+    resume: bool = False  # continue from DIR/checkpoint (the CLI checkpoints every checkpoint_seconds and on Ctrl-C)
+    checkpoint_seconds: float = 60.0
     progress: bool = True
 
 
@@ -60,5 +64,7 @@ HELP = {
     "lines": "folder of HAWP wireframe JSON files, one per image (<image stem>.json)",
     "detector": "2-D lines: auto (--lines, else DATA/hawp, else LSD), hawp or lsd",
     "gt": "ground-truth lines.json to score the wireframe (ABC protocol)",
+    "resume": "continue an interrupted run from DIR/checkpoint (same options)",
+    "checkpoint_seconds": "checkpoint DIR/checkpoint every this many seconds of training (and on Ctrl-C / kill)",
     "gjp": "Global Junction Perceiving (--no-gjp: junctions by clustering rendered endpoints)",
 }

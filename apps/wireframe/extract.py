@@ -12,10 +12,12 @@ All coordinates here are the normalised scene's (the cameras' normalised world),
    2-D segment: one 3-D segment per (view, 2-D segment) seen by >= ``min_rays`` rays.
 3. Voting: each such segment's endpoints go to their nearest junctions when both are within ``assign_radius``
    and different (NEAT: Hungarian with a threshold, then nearest junctions); the edge collects the view.
-4. Kept edges: voted from >= ``min_views`` views (:func:`min_views_for`) and passing NEAT's visibility check (the edge projected into a
-   training view lies within ``check_px``, mean endpoint distance, order free, of a 2-D segment in >=
-   ``min_views`` views); then non-maximum suppression: an edge within ``assign_radius`` of an edge with more votes
-   goes (duplicated junctions). The wireframe's junctions are the kept edges' endpoints.
+4. Kept edges: voted from >= ``min_views`` views (:func:`min_views_for`) and passing NEAT's visibility check
+   (the edge projected into a training view lies within ``check_px``, mean endpoint distance, order free, of a
+   2-D segment in >= ``min_views`` views); then the vote-ratio filter (:mod:`.visibility`: voted from >=
+   ``min_vote_ratio`` of the training views that see the whole edge unoccluded by the trained surface); then
+   non-maximum suppression: an edge within ``assign_radius`` of an edge with more votes goes (duplicated
+   junctions). The wireframe's junctions are the kept edges' endpoints.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .lines2d import cluster_means, cluster_points, support_pixels
 from .matching import segment_distance_matrix
 from .model import MIN_OPACITY, render_lines_chunked
 from .objective import to_image
+from .visibility import edge_seen_counts
 
 
 @dataclass
@@ -152,8 +155,10 @@ def min_views_for(cfg, n_views: int) -> int:
     return cfg.min_views if cfg.min_views > 0 else min(5, max(2, n_views // 4))
 
 
-def build_wireframe(junctions: np.ndarray, segs: np.ndarray, views: np.ndarray, train, lines, cfg) -> Wireframe:
-    """Steps 3-4 of the module docstring."""
+def build_wireframe(junctions: np.ndarray, segs: np.ndarray, views: np.ndarray, train, lines, cfg,
+                    seen_counts=None) -> Wireframe:
+    """Steps 3-4 of the module docstring. ``seen_counts``: seg3 [E, 2, 3] -> [E] views that see each edge
+    (:func:`.visibility.edge_seen_counts`); None skips the vote-ratio filter."""
     junctions = merge_points(junctions, cfg.junction_radius)
     votes = vote_edges(junctions, segs, views, cfg.assign_radius)
     min_views = min_views_for(cfg, len(lines))
@@ -165,6 +170,9 @@ def build_wireframe(junctions: np.ndarray, segs: np.ndarray, views: np.ndarray, 
     vis = visible_views(junctions[edges], train, lines, cfg.check_px)
     keep = vis >= min_views
     edges, nviews = edges[keep], nviews[keep]
+    if seen_counts is not None and cfg.min_vote_ratio > 0 and len(edges):
+        keep = nviews >= cfg.min_vote_ratio * seen_counts(junctions[edges])
+        edges, nviews = edges[keep], nviews[keep]
     keep = suppress_duplicates(junctions[edges], nviews, cfg.assign_radius)
     edges, nviews = edges[keep], nviews[keep]
     if len(edges) == 0:
@@ -185,7 +193,10 @@ def extract_wireframe(field, head, junction_decoder, grid, opts, train, lines, c
         junctions = snap_junctions(field, jg, cfg.snap_steps, cfg.snap_tol)
     else:
         junctions = merge_points(segs.reshape(-1, 3), cfg.junction_radius, min_size=2)
-    wf = build_wireframe(junctions, segs, views, train, lines, cfg)
+    size = tuple(train.images.shape[1:3])
+    seen = lambda seg3: edge_seen_counts(field, head, grid, opts, train.cameras, size, seg3,  # noqa: E731
+                                         cfg.occlusion_tol)
+    wf = build_wireframe(junctions, segs, views, train, lines, cfg, seen_counts=seen)
     stats = {"view_segments": int(len(segs)), "candidate_junctions": int(len(junctions)),
              "junctions": int(len(wf.junctions)), "edges": int(len(wf.edges))}
     return wf, stats

@@ -159,6 +159,10 @@ class WireframeObjective(Objective):
         self._stats["n_junction_matches"] = float(len(r2))
         return j3, j2
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Checkpointed beside the field (``--resume``): the attraction head and the junction latents + decoder."""
+        return {"head": self.head, "junctions": self.junctions}
+
     def step_stats(self) -> dict:
         return {"samples": self._samples, **self._stats}
 

@@ -90,12 +90,22 @@ def build_model(train, cfg: WireframeConfig) -> NeatModel:
     return NeatModel(field, head, junctions, grid, opts)
 
 
-def train_model(train, lines, cfg: WireframeConfig, progress: bool = False) -> NeatModel:
+def train_model(train, lines, cfg: WireframeConfig, progress: bool = False, checkpoint_dir: Path | None = None,
+                callback=None) -> NeatModel:
+    """NEAT training on the shared loop. With ``checkpoint_dir``: checkpoints there (field + grid, attraction head,
+    junction latents, Adam, random state) every ``cfg.checkpoint_seconds``, on Ctrl-C and at the end, and with
+    ``cfg.resume`` continues from it. ``callback(loop)`` after each step (untimed)."""
     torch.manual_seed(cfg.seed)
     model = build_model(train, cfg)
     obj = WireframeObjective(model.field, model.head, model.junctions, model.grid, model.opts, train, lines, cfg)
-    loop = Loop(obj, Schedule(steps=cfg.steps, lr=cfg.lr, lr_final=cfg.lr_final, warmup=50), progress=progress)
-    loop.run()
+    sched = Schedule(steps=cfg.steps, lr=cfg.lr, lr_final=cfg.lr_final, warmup=50,
+                     checkpoint_seconds=cfg.checkpoint_seconds)
+    loop = Loop(obj, sched, checkpoint_dir=checkpoint_dir, progress=progress)
+    if cfg.resume:
+        if checkpoint_dir is None:
+            raise NfkitError("--resume: no checkpoint folder for this run")
+        loop.resume()
+    loop.run(callback=callback)
     model.steps, model.seconds = loop.step, loop.elapsed
     model.field.eval()
     return model
@@ -131,7 +141,7 @@ def run_wireframe(cfg: WireframeConfig) -> dict:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     t0 = time.perf_counter()
     train, lines, source = load_inputs(cfg, log)
-    model = train_model(train, lines, cfg, progress=cfg.progress)
+    model = train_model(train, lines, cfg, progress=cfg.progress, checkpoint_dir=Path(cfg.out) / "checkpoint")
     t1 = time.perf_counter()
     wf, stats = extract_wireframe(model.field, model.head, model.junctions, model.grid, model.opts, train, lines,
                                   cfg, use_gjp=cfg.gjp, progress=cfg.progress)

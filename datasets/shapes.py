@@ -54,21 +54,9 @@ def load_mesh(path, half_extent: float = 0.9):
     """Read a triangle mesh (OFF, PLY, OBJ, STL, GLB ...) and normalise it. Returns (mesh, transform [4, 4] float64,
     scale). The mesh must be a single watertight triangle mesh (inside tests need a closed surface) with finite
     vertices that encloses a volume; anything else is a one-line :class:`DatasetError` naming the file."""
-    trimesh = _trimesh()
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such mesh file")
-    try:
-        mesh = trimesh.load(str(path), process=False, force="mesh")
-    except Exception as e:
-        raise DatasetError(f"{path}: unreadable mesh ({str(e)[:120]})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise DatasetError(f"{path}: no triangles found")
-    if not np.isfinite(mesh.vertices).all():
-        raise DatasetError(f"{path}: vertex coordinates are not finite (NaN or inf)")
-    faces = np.asarray(mesh.faces)
-    if faces.min() < 0 or faces.max() >= len(mesh.vertices):
-        raise DatasetError(f"{path}: faces refer to vertices that do not exist")
+    from .shape_files import read_mesh
+
+    mesh = read_mesh(path)  # the one mesh reader: finite vertices, valid faces
     if not float(mesh.extents.max()) > 0:
         raise DatasetError(f"{path}: degenerate mesh (all vertices at one point)")
     if not mesh.is_watertight:

@@ -41,19 +41,11 @@ class MeshScores:
 
 
 def load_mesh(path):
-    """A triangle mesh file (.off/.ply/.obj/.glb...) as one trimesh.Trimesh; one-line NfkitError otherwise."""
-    import trimesh
+    """A triangle mesh file (.off/.ply/.obj/.stl...) as one trimesh.Trimesh; one-line NfkitError otherwise
+    (:func:`nfkit.datasets.shape_files.read_mesh`, the one mesh reader)."""
+    from nfkit.datasets.shape_files import read_mesh
 
-    path = Path(path)
-    if not path.is_file():
-        raise NfkitError(f"{path}: no such mesh file")
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for unreadable files
-        raise NfkitError(f"{path}: not a readable triangle mesh ({exc.__class__.__name__})") from exc
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise NfkitError(f"{path}: expected a triangle mesh with faces")
-    return mesh
+    return read_mesh(path)
 
 
 def sample_surface(mesh, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -249,7 +249,7 @@ TET_FACES = [(0, 2, 1), (0, 1, 3), (0, 3, 2), (1, 2, 3)]
 
 @pytest.mark.parametrize("vertices,words", [
     ([(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0)], "encloses no volume"),  # closed but flat
-    ([(0, 0, 0)] * 4, "one point"),
+    ([(0, 0, 0)] * 4, "all points at one place"),
     ([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, float("nan"))], "not finite"),
 ], ids=["flat", "collapsed", "nan"])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # trimesh's centre of mass of a zero-volume mesh

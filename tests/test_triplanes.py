@@ -169,3 +169,22 @@ def test_real_arm_nuisance_keeps_meshes_watertight():
     a, b = (nuisance(base, shape_rng(0, "cactus", "train", i)) for i in range(2))
     assert a.is_watertight and a.volume > 0
     assert not np.allclose(a.vertices, b.vertices)
+
+
+def test_plane_rotation_about_z_is_the_rotated_field():
+    from nfkit.apps.triplanes.classifiers import random_rotate_z, rotate_planes_z
+
+    g = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 4, 8, 8, generator=g)
+    x = torch.rand(2, 500, 3, generator=g) * 2 - 1
+    turned = rotate_planes_z(planes)
+    # f'(x, y, z) = f(y, -x, z): the planes' features at p equal the original's at the point turned back
+    back = torch.stack([x[..., 1], -x[..., 0], x[..., 2]], -1)
+    torch.testing.assert_close(tb.sample_planes(turned, x), tb.sample_planes(planes, back), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(tb.sample_planes(turned, x), tb.sample_planes(planes, x), atol=1e-2)
+    torch.testing.assert_close(rotate_planes_z(planes, 4), planes)
+    torch.testing.assert_close(rotate_planes_z(rotate_planes_z(planes), 3), planes)
+    r = random_rotate_z(planes.repeat(16, 1, 1, 1, 1), torch.Generator().manual_seed(1))
+    seen = {next(k for k in range(4) if torch.equal(r[i], rotate_planes_z(planes[i % 2: i % 2 + 1], k)[0]))
+            for i in range(32)}
+    assert seen == {0, 1, 2, 3}

@@ -11,8 +11,12 @@
   weight-space baseline.
 * ``pointnet`` (reads surface points [M, 3] of the shape): shared 1x1 convolutions, max-pool, MLP head.
 
-Augmentation as upstream: a random resized crop (same crop for every channel of a shape; torchvision's defaults:
-area 8-100 %, aspect 3/4-4/3) to ``crop`` x ``crop`` in training and a centre crop at test time.
+Augmentation as upstream: a random resized crop (same crop for every channel of a shape; area ``crop_min_area``-100 %
+(upstream: torchvision's 8 %; 50 % by default here, see ``TrainConfig``), aspect 3/4-4/3) to ``crop`` x ``crop`` in
+training and a centre crop at test time. Optionally
+(``TrainConfig.rotate_z``, for data posed at random about the up axis z) a random rotation about z: of the raw
+planes by a multiple of 90 degrees (:func:`rotate_planes_z`: exact, an index permutation of the plane cells) and of
+PointNet's points by any angle.
 """
 from __future__ import annotations
 
@@ -29,6 +33,27 @@ def plane_input(planes: torch.Tensor) -> torch.Tensor:
     """planes [B, 3, C, R, R] -> [B, 3C, R, R], L2-normalised across the 3C channels at every location."""
     x = planes.flatten(1, 2)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def rotate_planes_z(planes: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Raw planes [B, 3, C, R, R] (xy, xz, yz; ``grid_sample`` order: the last axis is the pair's first coordinate)
+    of a field f -> the planes of f rotated by k * 90 degrees about z, f'(x, y, z) = f(y, -x, z) for k = 1 (exact up
+    to the decoder's own input p): xy' = the xy plane turned a quarter, xz' = yz mirrored in y, yz' = xz."""
+    for _ in range(k % 4):
+        xy, xz, yz = planes.unbind(1)
+        planes = torch.stack([xy.flip(-2).transpose(-1, -2), yz.flip(-1), xz], 1)
+    return planes
+
+
+def random_rotate_z(planes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each of the B raw plane sets [B, 3, C, R, R] turned by its own random multiple of 90 degrees about z."""
+    k = torch.randint(0, 4, (planes.shape[0],), generator=generator)
+    out = planes.clone()
+    for q in range(1, 4):
+        sel = k == q
+        if sel.any():
+            out[sel] = rotate_planes_z(planes[sel], q)
+    return out
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -5,6 +5,10 @@
     nfkit triplanes fit SHAPES --out BANK [--rank i --world-size n]  # resumable, sharded
     nfkit triplanes train BANK --model transformer --out MODEL.safetensors
     nfkit triplanes classify MODEL SHAPE...                          # fits each shape, prints class + probability
+
+Shapes are meshes (OFF, OBJ, PLY, STL) or point clouds (PLY without faces, XYZ, NPY): watertight meshes are fitted
+as occupancy, point clouds as a UDF (``--target``; a bank holds one kind, and ``classify`` fits new shapes as the
+classifier's bank was fitted).
 """
 from __future__ import annotations
 
@@ -47,9 +51,14 @@ class FitRunConfig:
 HELP = {
     "out": "output folder",
     "from_meshes": "folder of meshes for the real-mesh arm (each mesh one class under nuisance)",
-    "shapes": "shape folder: SHAPES/<class>/[train|test/]*.{off,obj,ply,stl}",
+    "shapes": "shape folder: SHAPES/<class>/[train|test/]*.{off,obj,ply,stl,xyz,npy}",
     "split": "which shapes to fit: all, train or test",
-    "init": "shared (one initialisation for every shape) or per-shape",
+    "init": "per-shape (seed and shape index: upstream's) or shared (one initialisation for every shape)",
+    "decoder": "per-shape (one decoder a shape) or shared (one for the bank, fitted first, then frozen)",
+    "shared_fit_shapes": "--decoder shared: training shapes the decoder is fitted on",
+    "target": "occupancy (watertight meshes), udf (point clouds; meshes through surface samples) or auto",
+    "udf_clip": "udf: distance at which the BCE label 1 - min(udf, clip) / clip reaches 0",
+    "cloud_points": "udf: points of each shape's cloud",
     "model": "transformer, cnn, mlp or pointnet",
 }
 
@@ -68,7 +77,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_dataclass_args(p, TrainConfig, help_text=HELP)
     p = sub.add_parser("classify", help="fit shapes and print each one's class and probability")
     p.add_argument("model", help="classifier file (nfkit triplanes train)")
-    p.add_argument("mesh", nargs="+", help="watertight meshes (OFF, OBJ, PLY, STL)")
+    p.add_argument("shape", nargs="+", help="meshes (OFF, OBJ, PLY, STL) or point clouds (PLY, XYZ, NPY)")
     p.add_argument("--top", type=int, default=1, help="classes printed per shape")
     for q in sub.choices.values():
         q.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,6 +135,8 @@ def run_train(ns) -> dict:
 
     cfg = sub_config(TrainConfig, ns)
     bank = load_bank(ns.bank)
+    if cfg.model == "mlp" and bank.config.decoder == "shared":
+        raise NfkitError(f"--model mlp: {ns.bank} has a shared decoder; the weight-space MLP reads per-shape ones")
     cfg.check(bank.config.resolution)
     if Path(ns.out).is_dir():
         raise NfkitError(f"--out {ns.out}: is a folder; expected a file name")
@@ -138,31 +149,37 @@ def run_train(ns) -> dict:
     if len(te["labels"]):
         acc["test"] = accuracy(logits_of(model, model_inputs(te, bank.config, cfg.model), cfg.model, cfg), te["labels"])
     save_classifier(ns.out, model, cfg, bank.config, bank.classes, input_dims(tr, bank.config),
-                    info={"bank": str(ns.bank), "accuracy": acc, **stats})
+                    info={"bank": str(ns.bank), "accuracy": acc, **stats}, decoder=bank.decoder)
     print(f"nfkit triplanes train: {cfg.model} {json.dumps({k: round(v, 4) for k, v in acc.items()})} -> {ns.out}")
     return {"accuracy": acc, **stats}
 
 
 def run_classify(ns) -> list:
+    from dataclasses import replace
+
     from nfkit.apps.triplanes.bank import fit_batch
     from nfkit.apps.triplanes.shards import load_targets, order_seed
     from nfkit.apps.triplanes.train import load_classifier, logits_of, model_inputs
-    from nfkit.datasets.shapes import load_mesh
+    from nfkit.datasets.shape_files import read_shape
     from nfkit.progress import progress_bar
 
     if ns.top < 1:
         raise NfkitError(f"--top {ns.top}: expected a positive integer")
-    meshes = [load_mesh(f)[0] for f in ns.mesh]  # every input is checked before any work
-    model, cfg, fit_cfg, classes = load_classifier(ns.model)
-    pts, occ, surf, _ = load_targets(ns.mesh, fit_cfg, meshes)
-    bar = progress_bar(total=fit_cfg.steps, unit="step", desc=f"fit {len(meshes)} shapes", disable=ns.quiet)
-    params, _ = fit_batch(pts, occ, [fit_cfg.init_seed(i) for i in range(len(meshes))],
-                          [order_seed(f) for f in ns.mesh], fit_cfg, callback=lambda step: bar.update(1))
+    for f in ns.shape:  # every input is checked (a mesh or a point cloud) before any work
+        read_shape(f)
+    model, cfg, fit_cfg, classes, decoder = load_classifier(ns.model)
+    if fit_cfg.target == "auto":  # classifiers from before point clouds: occupancy of meshes
+        fit_cfg = replace(fit_cfg, target="occupancy")
+    pts, occ, surf = load_targets(ns.shape, fit_cfg)
+    bar = progress_bar(total=fit_cfg.steps, unit="step", desc=f"fit {len(ns.shape)} shapes", disable=ns.quiet)
+    params, _ = fit_batch(pts, occ, [fit_cfg.init_seed(i) for i in range(len(ns.shape))],
+                          [order_seed(f) for f in ns.shape], fit_cfg, callback=lambda step: bar.update(1),
+                          decoder=decoder)
     bar.close()
     x = model_inputs({**params, "points": surf}, fit_cfg, cfg.model)
     probs = torch.softmax(logits_of(model, x, cfg.model, cfg), 1)
     out = []
-    for f, p in zip(ns.mesh, probs):
+    for f, p in zip(ns.shape, probs):
         top = torch.topk(p, min(ns.top, len(classes)))
         pairs = [(classes[int(i)], float(v)) for v, i in zip(top.values, top.indices)]
         print(f"{f}: " + ", ".join(f"{c} ({v:.3f})" for c, v in pairs))

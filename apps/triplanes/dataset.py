@@ -1,7 +1,8 @@
 """Shape folders: writing the procedural set and the real-mesh arm, listing a folder, ground truth per shape.
 
 Layout (ModelNet's): ``ROOT/<class>/<split>/<class>_NNNN.ply`` with split ``train`` or ``test``; a folder without
-split sub-folders (``ROOT/<class>/*.off``) is read as all ``train``. Mesh files: OFF, OBJ, PLY, STL.
+split sub-folders (``ROOT/<class>/*.off``) is read as all ``train``. Shape files: meshes (OFF, OBJ, PLY, STL) and
+point clouds (PLY without faces, XYZ, NPY; :mod:`nfkit.datasets.shape_files`).
 
 Real-mesh arm (:func:`make_real_arm`): every mesh of a folder is a class; each sample is that mesh under nuisance
 (:func:`nuisance`): anisotropic scale 0.8-1.2 per axis, a smooth non-rigid warp (three sinusoidal displacement
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from nfkit.atomic import atomic_path
+from nfkit.datasets.shape_files import MESH_SUFFIXES, SHAPE_SUFFIXES
 from nfkit.errors import DatasetError, NfkitError
 
-MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl")
 SPLITS = ("train", "test")
 
 
@@ -128,7 +129,7 @@ class ShapeList:
 
 
 def list_shapes(root, split: str = "all") -> ShapeList:
-    """Every mesh file under ``root/<class>/`` (see the module docstring), sorted; ``split``: all, train or test."""
+    """Every shape file under ``root/<class>/`` (see the module docstring), sorted; ``split``: all, train or test."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder of shape classes (expected {root}/<class>/[train|test/]*.ply)")
@@ -138,7 +139,7 @@ def list_shapes(root, split: str = "all") -> ShapeList:
     files, labels, splits = [], [], []
     for k, c in enumerate(classes):
         for p in sorted((root / c).rglob("*")):
-            if p.suffix.lower() not in MESH_SUFFIXES or not p.is_file():
+            if p.suffix.lower() not in SHAPE_SUFFIXES or not p.is_file():
                 continue
             rel = p.relative_to(root / c).parts
             s = rel[0] if len(rel) > 1 and rel[0] in SPLITS else "train"
@@ -147,7 +148,7 @@ def list_shapes(root, split: str = "all") -> ShapeList:
                 labels.append(k)
                 splits.append(s)
     if not files:
-        raise DatasetError(f"{root}: no mesh files ({', '.join(MESH_SUFFIXES)}) in class folders {root}/<class>/")
+        raise DatasetError(f"{root}: no shape files ({', '.join(SHAPE_SUFFIXES)}) in class folders {root}/<class>/")
     return ShapeList(files, labels, splits, classes)
 
 

@@ -8,21 +8,26 @@
   [n], ``index`` [n] (bank order), ``loss`` [n]; its metadata holds the fit config (JSON) and its file list.
   A shard is written to a temporary name and renamed when complete (:mod:`nfkit.atomic`), so a file with the final
   name is a finished shard: a rerun after an interruption fits only the missing ones.
+* ``decoder.safetensors`` (``decoder="shared"`` only): the bank's one decoder, fitted before the first shard and
+  frozen; the shards then hold planes but no decoder tensors (:mod:`~nfkit.apps.triplanes.shared_decoder`).
 * Work split: worker ``rank`` of ``world_size`` fits shards ``rank, rank + world_size, ...`` (defaults from the
   ``RANK`` / ``WORLD_SIZE`` environment of torchrun), so several processes can fit one dataset.
 """
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nfkit.apps.triplanes.bank import FitConfig, decoder_shapes, fit_batch
-from nfkit.apps.triplanes.dataset import ShapeList, hash_str, list_shapes, release_meshes, shape_targets
+from nfkit.apps.triplanes.dataset import ShapeList, hash_str, list_shapes
+from nfkit.apps.triplanes.shared_decoder import FILE as DECODER_FILE
+from nfkit.apps.triplanes.shared_decoder import ensure_decoder, load_decoder
+from nfkit.apps.triplanes.targets import resolve_target
 from nfkit.atomic import atomic_path, write_json_atomic
 from nfkit.errors import DatasetError, NfkitError
 
@@ -40,33 +45,27 @@ def order_seed(file: str) -> int:
     return hash_str("/".join(Path(file).parts[-3:])) ^ 0x5EED
 
 
-def load_targets(files, cfg: FitConfig, meshes=None):
-    """Ground truth of several mesh files: (points [B, N, 3], occupancy [B, N], surface [B, M, 3], meshes). The
-    meshes are read (and normalised) unless given."""
-    from nfkit.datasets.shapes import load_mesh
+def load_targets(files, cfg: FitConfig):
+    """Ground truth of several shape files (``cfg.target`` resolved): (points [B, N, 3], label [B, N], surface
+    [B, M, 3]); each file's samples are seeded by :func:`order_seed`."""
+    from nfkit.apps.triplanes.targets import file_targets
 
-    meshes = [load_mesh(f)[0] for f in files] if meshes is None else meshes
-    pts, occ, surf = [], [], []
-    for f, mesh in zip(files, meshes):
-        t = shape_targets(mesh, cfg.samples, near_fraction=cfg.near_fraction, n_surface=cfg.surface_points,
-                          seed=order_seed(f))
-        pts.append(t.points), occ.append(t.occupancy), surf.append(t.surface)
-    return (torch.from_numpy(np.stack(pts)), torch.from_numpy(np.stack(occ)), torch.from_numpy(np.stack(surf)),
-            meshes)
+    return file_targets(files, cfg, [order_seed(f) for f in files])
 
 
-def fit_files(files, indices, cfg: FitConfig, batch_shapes: int, on_batch=None):
-    """Fit the shapes of ``files`` (bank positions ``indices``) in batches of ``batch_shapes``. Returns the shard's
-    tensors and {'sample_seconds', 'fit_seconds'}."""
+def fit_files(files, indices, cfg: FitConfig, batch_shapes: int, on_batch=None, decoder: dict | None = None):
+    """Fit the shapes of ``files`` (bank positions ``indices``) in batches of ``batch_shapes`` (against the frozen
+    shared ``decoder`` when given). Returns the shard's tensors and {'sample_seconds', 'fit_seconds'}."""
     parts, times = [], {"sample_seconds": 0.0, "fit_seconds": 0.0}
     for s in range(0, len(files), batch_shapes):
         fb, ib = files[s: s + batch_shapes], indices[s: s + batch_shapes]
         t0 = time.perf_counter()
-        pts, occ, surf, meshes = load_targets(fb, cfg)
-        release_meshes(meshes)
-        del meshes
+        pts, occ, surf = load_targets(fb, cfg)
         times["sample_seconds"] += time.perf_counter() - t0
-        params, stats = fit_batch(pts, occ, [cfg.init_seed(i) for i in ib], [order_seed(f) for f in fb], cfg)
+        params, stats = fit_batch(pts, occ, [cfg.init_seed(i) for i in ib], [order_seed(f) for f in fb], cfg,
+                                  decoder=decoder)
+        if decoder is not None:  # stored once, in the bank's decoder file
+            params = {"planes": params["planes"]}
         times["fit_seconds"] += stats["seconds"]
         parts.append({**params, "points": surf, "loss": stats["loss"]})
         if on_batch is not None:
@@ -114,7 +113,8 @@ def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int
              rank: int = 0, world_size: int = 1, progress: bool = True, max_shards: int = 0) -> dict:
     """Fit every shape of the folder ``root`` into the bank ``out`` (this worker's missing shards only; at most
     ``max_shards`` of them when > 0). Returns {'fitted': [k], 'skipped': [k], 'shapes', 'seconds',
-    'sample_seconds', 'fit_seconds', 'missing': [k] (shards of any worker still to fit)}."""
+    'sample_seconds', 'fit_seconds', 'decoder_seconds' (fitting or reading a shared decoder), 'missing': [k]
+    (shards of any worker still to fit)}."""
     from nfkit.progress import progress_bar
 
     cfg.check()
@@ -126,6 +126,7 @@ def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NfkitError(f"--out {out}: is a file; expected a bank folder")
+    cfg = resolve_target(cfg, shapes.files)
     m = manifest(shapes, Path(root), cfg, shard_size)
     check_or_write_manifest(out, m)
     mine = [k for k in range(len(m["shards"])) if k % world_size == rank]
@@ -134,7 +135,14 @@ def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int
     if max_shards > 0:
         todo = todo[:max_shards]
     n_todo = sum(len(shapes.files[k * shard_size: (k + 1) * shard_size]) for k in todo)
-    res = {"fitted": [], "skipped": done, "shapes": 0, "sample_seconds": 0.0, "fit_seconds": 0.0}
+    res = {"fitted": [], "skipped": done, "shapes": 0, "sample_seconds": 0.0, "fit_seconds": 0.0,
+           "decoder_seconds": 0.0}
+    decoder = None
+    if cfg.decoder == "shared" and todo:
+        if progress:
+            print(f"triplanes fit: the shared decoder ({out / DECODER_FILE})", file=sys.stderr, flush=True)
+        decoder, res["decoder_seconds"] = ensure_decoder(out, shapes.files, shapes.splits, cfg,
+                                                         [order_seed(f) for f in shapes.files])
     bar = progress_bar(total=n_todo, unit="shape", desc="triplanes fit", disable=not progress)
     t0 = time.perf_counter()
 
@@ -147,7 +155,7 @@ def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int
         for k in todo:
             sl = slice(k * shard_size, (k + 1) * shard_size)
             files, idx = shapes.files[sl], list(range(len(shapes)))[sl]
-            tensors, times = fit_files(files, idx, cfg, batch_shapes, on_batch)
+            tensors, times = fit_files(files, idx, cfg, batch_shapes, on_batch, decoder)
             save_shard(out / m["shards"][k], tensors, shapes.labels[sl], idx, files, cfg)
             res["fitted"].append(k)
             res["shapes"] += len(files)
@@ -155,21 +163,23 @@ def fit_bank(root, out, cfg: FitConfig, shard_size: int = 128, batch_shapes: int
             res["fit_seconds"] += times["fit_seconds"]
     finally:
         bar.close()
-    res["seconds"] = time.perf_counter() - t0
+    res["seconds"] = time.perf_counter() - t0 + res["decoder_seconds"]  # end to end, the shared decoder's fit too
     res["missing"] = [k for k, name in enumerate(m["shards"]) if not (out / name).is_file()]
     return res
 
 
 @dataclass
 class Bank:
-    """A loaded bank: tensors in bank order (``planes`` [N, 3, C, R, R], decoder ``w{i}``/``b{i}``, ``points``
-    [N, M, 3], ``labels`` [N], ``loss`` [N]), ``splits`` [N] ('train' / 'test'), ``classes``, ``files``, config."""
+    """A loaded bank: tensors in bank order (``planes`` [N, 3, C, R, R], decoder ``w{i}``/``b{i}`` [N, ...] unless
+    shared, ``points`` [N, M, 3], ``labels`` [N], ``loss`` [N]), ``splits`` [N] ('train' / 'test'), ``classes``,
+    ``files``, config, and a shared decoder's tensors ([1, ...] each; None with per-shape decoders)."""
 
     tensors: dict
     splits: list
     classes: list
     files: list
     config: FitConfig
+    decoder: dict | None = None
 
     def select(self, split: str) -> dict:
         """The tensors of one split (all when ``split`` is 'all')."""
@@ -179,6 +189,8 @@ class Bank:
     def params(self, tensors: dict | None = None) -> dict:
         """The field tensors (planes and decoder) of ``tensors`` (default: all shapes)."""
         t = self.tensors if tensors is None else tensors
+        if self.decoder is not None:
+            return {"planes": t["planes"], **self.decoder}
         return {k: t[k] for k in ("planes", *decoder_shapes(self.config))}
 
 
@@ -209,6 +221,7 @@ def load_bank(path) -> Bank:
     tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     order = torch.argsort(tensors.pop("index"))
     tensors = {k: v[order] for k, v in tensors.items()}
-    shapes = m["shapes"]
+    shapes, cfg = m["shapes"], FitConfig(**m["fit_config"])
+    decoder = load_decoder(path / DECODER_FILE, cfg) if cfg.decoder == "shared" else None
     return Bank(tensors, [s["split"] for s in shapes], m["classes"], [str(Path(m["root"]) / s["file"]) for s in shapes],
-                FitConfig(**m["fit_config"]))
+                cfg, decoder)

@@ -23,6 +23,8 @@ from pathlib import Path
 from nfkit.apps.cli_config import add_dataclass_args, check_options, dataclass_from_args
 from nfkit.trainer import FitConfig
 
+POSERS = ("colmap", "neural")  # FitConfig.poses: pycolmap's mapper, or nfkit sfm (apps/sfm/poser.py)
+
 HELP = {
     "data": "dataset: a Blender folder (transforms_train.json ...), a nerfstudio/instant-ngp transforms.json, IDR/DTU "
             "cameras.npz, LLFF poses_bounds.npy, a Middlebury *_par.txt folder, or a capture (video, image folder, "
@@ -50,6 +52,8 @@ HELP = {
     "mask_weight": "SDF fields: weight of the mask term (BCE of the rendered opacity against alpha; RGBA data only)",
     "curvature_weight": "SDF fields: weight of the normal-smoothness term (0: off)",
     "anneal_fraction": "SDF fields: NeuS's cosine annealing ramps 0 -> 1 over this fraction of the run",
+    "poses": "how a capture (video, image folder) is posed: colmap (pycolmap's incremental mapper) or neural "
+             "(nfkit sfm: neural SfM on an SDF level set; slower)",
 }
 UNSET = object()  # default of every option on the command line: tells given flags from the file's / defaults
 ORBIT_FRAMES, ORBIT_FPS, ORBIT_MAX_SIDE = 48, 12.0, 320
@@ -84,6 +88,7 @@ def run(ns: argparse.Namespace) -> dict:
     from nfkit.trainer import Trainer
 
     cfg = fit_config(ns)
+    poser = capture_poser(cfg.poses)
     if cfg.steps <= 0:
         raise NfkitError(f"--steps must be positive, got {cfg.steps}")
     from nfkit.datasets.capture import detect_input, prepare_capture
@@ -98,7 +103,7 @@ def run(ns: argparse.Namespace) -> dict:
     # a transforms.json or Blender folder is used as it is.
     timings, t0 = {}, time.perf_counter()
     capture = detect_input(cfg.data)[0] != "transforms"
-    data = str(prepare_capture(cfg.data, cfg.out, n_frames=cfg.frames)) if main else None
+    data = str(prepare_capture(cfg.data, cfg.out, n_frames=cfg.frames, poser=poser)) if main else None
     data = distributed.broadcast_str(data)
     timings["capture"] = round(time.perf_counter() - t0, 2)
     if not main:
@@ -153,6 +158,20 @@ def run(ns: argparse.Namespace) -> dict:
         print(f"nfkit fit: training done; the viewer is still at {app.url} (Ctrl-C to exit)", flush=True)
         serve_forever(app)
     return metrics
+
+
+def capture_poser(poses: str):
+    """The poser :func:`~nfkit.datasets.capture.prepare_capture` uses for ``FitConfig.poses`` (None: its default,
+    pycolmap's mapper); NfkitError (one line, exit 2) for an unknown ``--poses``."""
+    from nfkit.errors import NfkitError
+
+    if poses not in POSERS:
+        raise NfkitError(f"--poses {poses!r}: expected one of {', '.join(POSERS)}")
+    if poses == "neural":
+        from nfkit.apps.sfm.poser import neural_poser
+
+        return neural_poser
+    return None
 
 
 def fit_config(ns: argparse.Namespace) -> FitConfig:

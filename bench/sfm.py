@@ -3,10 +3,12 @@
     python bench/sfm.py [--part 1|2|3|all] [--data ../shared/data/temple_ring] [--out outputs/bench_sfm]
 
 Arms, all on the same matches (pycolmap SIFT, peak threshold 0.002, exhaustive + guided matching, two-view
-verification; the calibrated K is given to every arm and kept fixed; the calibrated poses serve only for
+verification; the calibrated K is given to every arm and kept fixed -- or, with ``--intrinsics estimated|both``,
+estimated as ``nfkit sfm`` does without ``--intrinsics`` and refined; the calibrated poses serve only for
 evaluation, and in part 2 to order the ring for the arcs):
 (a) nfkit sfm; (b) pycolmap incremental mapping; (c) pycolmap global mapping (GLOMAP); (d) classic: the same
-pipeline with DLT triangulation and free-point BA (no SDF); (e) nfkit sfm without the surface filter.
+pipeline with DLT triangulation and free-point BA (no SDF); (e) nfkit sfm without the surface filter; a0 / d0:
+(a) / (d) without the final pycolmap LM bundle adjustment (``final_lm_ba``: Adam BA only, as before it).
 Part 1: temple ring, 16 views.  Part 2: every second view of the ring (8), arcs of 6 and 4 consecutive views.
 Part 3: robustness with ground truth on two meshes of ../shared/data/meshes, 12 views on a ring: keypoints are
 projections of ray-cast surface points (the matcher's stand-in), 0.5 px noise, 15 % / 30 % of each pair's matches
@@ -34,12 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nfkit.apps.sfm.config import SfmConfig  # noqa: E402
-from nfkit.apps.sfm.matches import Matches, extract_and_match  # noqa: E402
+from nfkit.apps.sfm.matches import Matches, estimate_intrinsics, extract_and_match  # noqa: E402
 from nfkit.apps.sfm.pipeline import run_sfm  # noqa: E402
 from nfkit.pose_eval import align_poses, max_pairwise_distance  # noqa: E402
 
-ARMS = {"a": {}, "d": {"neural_triangulation": False, "neural_ba": False, "surface_filter": False},
-        "e": {"surface_filter": False}}
+CLASSIC = {"neural_triangulation": False, "neural_ba": False, "surface_filter": False}
+ARMS = {"a": {}, "d": CLASSIC, "e": {"surface_filter": False},
+        "a0": {"final_lm_ba": False}, "d0": {**CLASSIC, "final_lm_ba": False}}  # without pycolmap's LM finish
 
 
 def read_par(path: Path) -> dict:
@@ -69,7 +72,8 @@ def pycolmap_arm(matches: Matches, kind: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if kind == "b":
         opts = pycolmap.IncrementalPipelineOptions()
-        opts.ba_refine_focal_length = opts.ba_refine_extra_params = opts.ba_refine_principal_point = False
+        opts.ba_refine_extra_params = opts.ba_refine_principal_point = False
+        opts.ba_refine_focal_length = not matches.known_intrinsics
         opts.random_seed = 0
         opts.num_threads = 1
         models = pycolmap.incremental_mapping(matches.database, matches.image_dir, str(out), opts)
@@ -106,23 +110,29 @@ def run_arms(matches: Matches, arms, work: Path) -> dict:
     return out
 
 
-def temple_matches(data: Path, names: list[str], work: Path, K: np.ndarray) -> Matches:
-    """Matches of a subset of the ring's images (linked into their own folder)."""
+def temple_matches(data: Path, names: list[str], work: Path, K: np.ndarray | None) -> Matches:
+    """Matches of a subset of the ring's images (linked into their own folder).  K None: intrinsics unknown,
+    estimated as ``nfkit sfm`` does without ``--intrinsics`` (refined in BA)."""
     img = work / "images"
     shutil.rmtree(img, ignore_errors=True)
     img.mkdir(parents=True)
     for n in names:
         (img / n).symlink_to((data / n).resolve())
     cfg = SfmConfig()
-    return extract_and_match(img, work, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]], cfg.max_features,
-                             cfg.sift_peak_threshold, cfg.guided_matching)
+    intr = None if K is None else [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+    m = extract_and_match(img, work, intr, cfg.max_features, cfg.sift_peak_threshold, cfg.guided_matching)
+    if K is None:
+        src = estimate_intrinsics(m, work, SfmConfig().estimate_principal_point)
+        print(f"{work.name}: {src}: K = {np.round(m.K[[0, 1, 0, 1], [0, 1, 2, 2]], 1).tolist()}", file=sys.stderr)
+    return m
 
 
 def print_table(title, rows):
     print(f"\n{title}")
     print(f"{'set':<14} {'arm':<4} {'reg':>7} {'med rot°':>9} {'max rot°':>9} {'med c%':>8} {'max c%':>8} {'s':>7}")
     for r in rows:
-        print(f"{r['set']:<14} {r['arm']:<4} {r['registered']:>3}/{r['total']:<3} {r.get('median_rot_err_deg', float('nan')):>9.3f} "
+        print(f"{r['set']:<14} {r['arm']:<4} {r['registered']:>3}/{r['total']:<3} "
+              f"{r.get('median_rot_err_deg', float('nan')):>9.3f} "
               f"{r.get('max_rot_err_deg', float('nan')):>9.3f} {r.get('median_centre_err_pct', float('nan')):>8.3f} "
               f"{r.get('max_centre_err_pct', float('nan')):>8.3f} {r['seconds']:>7.1f}")
 
@@ -143,12 +153,19 @@ def temple_parts(args, parts) -> list:
         sets.append(("ring16", ring))
     if 2 in parts:
         sets += [("every2nd8", ring[::2]), ("arc6", ring[:6]), ("arc4", ring[:4])]
+    if args.intrinsics == "estimated":
+        sets = [(f"{n}-noK", s) for n, s in sets]
+    elif args.intrinsics == "both":
+        sets = [x for n, s in sets for x in ((n, s), (f"{n}-noK", s))]
     rows = []
     for set_name, subset in sets:
-        m = temple_matches(data, sorted(subset), out / set_name, K)
-        for arm, (poses, sec, _) in run_arms(m, args.arms, out / set_name).items():
+        m = temple_matches(data, sorted(subset), out / set_name, None if set_name.endswith("-noK") else K)
+        for arm, (poses, sec, res) in run_arms(m, args.arms, out / set_name).items():
             row = {"set": set_name, "arm": arm, "seconds": round(sec, 1),
                    **evaluate(poses, {n: ref[n] for n in subset}, len(subset), diameter)}
+            if res is not None:
+                row["focal_px"] = [round(f, 1) for f in res.report["focal_px"]]
+                row["tracks"] = res.report.get("tracks")
             rows.append(row)
         print_table(f"temple ring ({set_name})", [r for r in rows if r["set"] == set_name])
     return rows
@@ -161,6 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--meshes", default=str(ROOT.parent / "shared" / "data" / "meshes"))
     ap.add_argument("--mesh-names", default="cow,bull")
     ap.add_argument("--arms", default="a,b,c,d,e")
+    ap.add_argument("--intrinsics", default="calibrated", choices=("calibrated", "estimated", "both"),
+                    help="parts 1-2: the calibrated K for every arm (fixed), or estimated as nfkit sfm does without "
+                         "--intrinsics (sets named *-noK; pycolmap's incremental arm then refines the focal too)")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_sfm"))
     args = ap.parse_args(argv)
     args.arms = args.arms.split(",")

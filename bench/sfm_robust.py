@@ -3,7 +3,8 @@
 Keypoints are the projections of surface points found by ray casting (``nfkit.datasets.raycast``) from each
 camera at random pixels -- the stand-in for SIFT: every match is exact up to 0.5 px noise, visibility by a second
 ray cast.  For each image pair, ``outlier`` of the matches are replaced by (the same keypoint, a random keypoint
-of the other view).  Arms (a), (d), (e) of ``SfmConfig`` on the same matches; known intrinsics.
+of the other view).  Arms (a), (d), (e) (and a0, d0: without the LM finish) of ``SfmConfig`` on the same matches;
+known intrinsics.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from nfkit.datasets.shapes import load_mesh
 from nfkit.pose_eval import align_poses, max_pairwise_distance, umeyama
 
 W, H, F = 320, 240, 360.0
-ARMS = {"a": {}, "d": {"neural_triangulation": False, "neural_ba": False, "surface_filter": False},
-        "e": {"surface_filter": False}}
+CLASSIC = {"neural_triangulation": False, "neural_ba": False, "surface_filter": False}
+ARMS = {"a": {}, "d": CLASSIC, "e": {"surface_filter": False},
+        "a0": {"final_lm_ba": False}, "d0": {**CLASSIC, "final_lm_ba": False}}  # as bench/sfm.py
 
 
 def ring_poses(n: int, radius: float = 3.0, elevation_deg: float = 25.0):

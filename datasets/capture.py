@@ -208,13 +208,17 @@ def _failure_advice(kind: str, src: Path, n_reg: int, n: int, n_total: int) -> s
 
 
 def prepare_capture(input_path, out_dir, n_frames: int = 40, max_side: int | None = 640, *,
-                    matcher: str | None = None, camera_params=None, verbose: bool = False, log=print) -> Path:
+                    matcher: str | None = None, camera_params=None, verbose: bool = False, log=print,
+                    poser=None) -> Path:
     """Makes ``input_path`` a posed dataset -> the transforms.json to load (see the module docstring).
 
     n_frames: frames chosen from a video.  max_side: larger side of the written frames (video and image
     folders).  matcher: "sequential" or "exhaustive" (None: sequential for videos, exhaustive for folders of
     up to 60 images).  camera_params: known OPENCV intrinsics (fx, fy, cx, cy, k1, k2, p1, p2) of the input
     images in pixels, kept fixed (scaled when frames are downscaled); None: estimated.  log: prints the report.
+    poser: what poses the frames (videos and image folders): a callable with :func:`run_colmap`'s signature
+    returning a :class:`~.colmap.PoseResult` (None: :func:`run_colmap`, pycolmap's incremental mapper; the apps
+    pass other posers in, e.g. ``nfkit fit --poses neural``, since the library never imports the apps).
     The report is also written to ``out_dir/poses.json``.
     """
     kind, src = detect_input(input_path)
@@ -254,13 +258,15 @@ def prepare_capture(input_path, out_dir, n_frames: int = 40, max_side: int | Non
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"tool": TOOL, "kind": kind, "input": str(src), "ok": False, "max_side": max_side}
     try:
-        return _pose_frames(kind, src, out, report, t0, n_frames, max_side, matcher, camera_params, verbose, log)
+        return _pose_frames(kind, src, out, report, t0, n_frames, max_side, matcher, camera_params, verbose, log,
+                            poser or run_colmap)
     except NfkitError as e:
         _write_report(out, {**report, "error": str(e)})
         raise
 
 
-def _pose_frames(kind, src, out, report, t0, n_frames, max_side, matcher, camera_params, verbose, log) -> Path:
+def _pose_frames(kind, src, out, report, t0, n_frames, max_side, matcher, camera_params, verbose, log,
+                 poser) -> Path:
     """Frames (video or folder) -> OUT/images -> COLMAP -> OUT/transforms.json; fills ``report``."""
     sx = sy = 1.0
     if kind == "video":
@@ -285,8 +291,8 @@ def _pose_frames(kind, src, out, report, t0, n_frames, max_side, matcher, camera
     if camera_params is not None:  # pixel-centre convention: scaling the image scales f and c alike
         cp = camera_params
         camera_params = [cp[0] * sx, cp[1] * sy, cp[2] * sx, cp[3] * sy, *cp[4:]]
-    res = run_colmap(out / "images", out / "colmap", matcher=matcher, min_fraction=MIN_FRACTION,
-                     camera_params=camera_params, verbose=verbose)
+    res = poser(out / "images", out / "colmap", matcher=matcher, min_fraction=MIN_FRACTION,
+                camera_params=camera_params, verbose=verbose)
     report.update(res.summary())
     report["seconds"] = round(time.perf_counter() - t0, 2)
     if res.reconstruction is None or res.n_registered < MIN_REGISTERED:

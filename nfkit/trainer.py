@@ -50,6 +50,7 @@ class FitConfig:
     max_side: int = 800  # downscale images so the larger side is at most this, with a notice (0: full size)
     allow_outside_paths: bool = False  # transforms.json may name images outside its folder (absolute or ../)
     frames: int = 40  # frames chosen from a video input
+    poses: str = "colmap"  # how a capture is posed: colmap (pycolmap's mapper) | neural (nfkit sfm, an app)
     background: str = "auto"  # auto (envmap for RGB data, none for RGBA) | envmap | none
     sparsity: float = -1.0  # weight of the L1 density prior at random AABB points; -1: auto (see Trainer)
     checkpoint_seconds: float = 60.0

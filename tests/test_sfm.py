@@ -153,6 +153,33 @@ def test_classic_ba_writes_points_back_and_reduces_error():
     assert st.mean_reprojection_error(m.keypoints) < 0.5 * err0
 
 
+def test_lm_bundle_adjust_writes_back_and_recovers_poses():
+    """pycolmap's LM finish (final_lm_ba): noisy points and a perturbed third pose -> poses, points written back."""
+    from nfkit.apps.sfm.refine import lm_bundle_adjust
+
+    X = sphere_points(300)
+    poses = [look_at(np.array([3.0 * np.cos(a), 3.0 * np.sin(a), 0.4])) for a in (0.0, 0.35, 0.7)]
+    m = synthetic_matches(poses, X, noise=0.2)
+    st = SfmState(K=K.copy(), n_images=3)
+    st.poses = {i: (p[0].copy(), p[1].copy()) for i, p in enumerate(poses)}
+    st.order = [0, 1, 2]
+    seen = m.pairs[(0, 1)][:, 0]
+    in2 = set(m.pairs[(0, 2)][:, 0].tolist())
+    tracks = [{0: int(k), 1: int(k), **({2: int(k)} if k in in2 else {})} for k in seen]
+    st.add_points(X[seen] + np.random.default_rng(5).normal(scale=0.01, size=(len(seen), 3)), tracks)
+    w = np.radians(1.0)  # the third camera 1 degree off about z
+    Rz = np.array([[np.cos(w), -np.sin(w), 0], [np.sin(w), np.cos(w), 0], [0, 0, 1]])
+    st.poses[2] = (poses[2][0] @ Rz, poses[2][1])
+    before = st.points.copy()
+    rep = lm_bundle_adjust(st, m, refine_focal=False)
+    assert rep["mean_px"][1] < 0.5 * rep["mean_px"][0]
+    assert not np.allclose(st.points, before)
+    assert rotation_angle_deg(st.poses[2][0].T @ poses[2][0]) < 0.1
+    st.K[0, 0] = st.K[1, 1] = 520.0  # unknown intrinsics: one focal refined (fx = fy), back near the true 500
+    rep = lm_bundle_adjust(st, m, refine_focal=True)
+    assert st.K[0, 0] == st.K[1, 1] and abs(st.K[0, 0] - 500.0) < 5.0
+
+
 def _one_line(rc, capsys, needle):
     err = capsys.readouterr().err
     assert rc == 2, err

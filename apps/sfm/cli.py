@@ -23,8 +23,11 @@ from .config import SfmConfig
 HELP = {
     "images": "a folder of images (sorted by name) or a video file",
     "out": "output folder",
-    "intrinsics": "known pinhole intrinsics 'fx,fy,cx,cy' (px), kept fixed; default: the focal of one pycolmap "
-                  "mapping run on the same matches (its poses are not used), refined in BA",
+    "intrinsics": "known pinhole intrinsics 'fx,fy,cx,cy' (px), kept fixed; default: the focal (and principal "
+                  "point) of one pycolmap mapping run on the same matches (its poses are not used), focal refined "
+                  "in BA",
+    "estimate_principal_point": "without --intrinsics: take the principal point refined by that mapping run (else "
+                                "the image centre)",
 }
 
 
@@ -67,7 +70,7 @@ def sfm(cfg: SfmConfig, n_frames: int = 40, show_progress: bool = True) -> dict:
     folder = _image_folder(src, out, cfg, n_frames)
     t0 = time.perf_counter()
     matches = extract_and_match(folder, out / "work", intr, cfg.max_features, cfg.sift_peak_threshold,
-                                cfg.guided_matching)
+                                cfg.guided_matching, matcher="exhaustive" if src.is_dir() else "sequential")
     t_match = time.perf_counter() - t0
     if not matches.pairs:
         raise NfkitError(f"{src}: no image pair has verified matches; the images do not overlap")
@@ -75,9 +78,9 @@ def sfm(cfg: SfmConfig, n_frames: int = 40, show_progress: bool = True) -> dict:
     if intr is None:
         from .matches import estimate_intrinsics
 
-        source = estimate_intrinsics(matches, out / "work")
-        print("nfkit sfm: no --intrinsics, so the focal comes from a pycolmap mapping run; in this version poses "
-              "from estimated intrinsics drift (tracks are not merged): give --intrinsics when they are known",
+        source = estimate_intrinsics(matches, out / "work", cfg.estimate_principal_point)
+        print(f"nfkit sfm: no --intrinsics: {source}, f = {matches.K[0, 0]:.1f} px, principal point "
+              f"({matches.K[0, 2]:.1f}, {matches.K[1, 2]:.1f}); give --intrinsics when they are known",
               file=sys.stderr)
     result = run_sfm(matches, cfg, show_progress=show_progress)
     result.report["intrinsics"] = source

@@ -10,12 +10,16 @@ class SfmConfig:
 
     Arms: ``neural_triangulation`` (sphere-trace both rays to f = 0, else DLT), ``neural_ba`` (points snapped to
     f = 0 by one Newton step, else free points), ``surface_filter`` (PnP only on points with |f(X)| < tau).
-    (a) nfkit sfm: all three on; (d) classic: all off (no SDF at all); (e): surface_filter off.
+    (a) nfkit sfm: all three on; (d) classic: all off (no SDF at all); (e): surface_filter off.  Every arm uses the
+    feature tracks (``tracks.py``) and, with ``final_lm_ba``, ends with pycolmap's LM bundle adjustment
+    (``refine.py``) started from what the arm built.
     """
 
     images: str = ""
     out: str = "outputs/sfm"
     intrinsics: str = ""  # "fx,fy,cx,cy" in pixels, kept fixed; "" -> pycolmap mapper's focal, refined in BA
+    estimate_principal_point: bool = True  # without --intrinsics: the mapper run refines it too (kept when it
+    # stays within 10 % of the image size of the centre; the temple ring's is 18 px off and the chain drifts)
     max_side: int = 800  # frames / images larger than this are downscaled first (video frames: capture path)
     max_features: int = 8192  # SIFT features per image
     sift_peak_threshold: float = 0.002  # lower than COLMAP's 0.0067: more features on dim, textureless objects
@@ -49,5 +53,6 @@ class SfmConfig:
     w_surface: float = 10.0  # |f| weight (relative to the robust reprojection term, px)
     w_eikonal: float = 1.0
     refine_focal: bool = True  # only without --intrinsics
+    final_lm_ba: bool = True  # after the final BA: one pycolmap (Ceres, LM) BA of all views and points (refine.py)
     polish_poses: bool = True  # after the final BA: each pose refined by pycolmap's LM on its points (held fixed)
     seed: int = 0

@@ -3,7 +3,8 @@
 Gauge: the first camera at the identity (R = I, t = 0), the second camera's translation of unit length, then
 the world is rescaled so that the initial points have a robust radius of 1 around their median (the first camera
 stays at the origin; ``state.centre`` is the points' median).  The pair: among the 8 pairs with the most verified
-matches, the one maximising (essential-matrix inliers) × min(median triangulation angle, 8°).
+matches (else among all pairs), the one maximising (essential-matrix inliers triangulated at an angle of at least
+``min_tri_angle``) × min(median triangulation angle, 8°).
 """
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ def _two_view_points(K, pose_i, pose_j, uv_i, uv_j, max_reproj):
     return X, ok, ang
 
 
-def choose_pair(matches, cfg):
-    """-> (i, j, R, t, inliers, score) of the best initial pair; NfkitError when none works."""
-    pairs = sorted(matches.pairs, key=lambda p: -len(matches.pairs[p]))[:8]
+def _best_pair(matches, cfg, pairs):
+    """-> (i, j, R, t, inliers, score) of the best of ``pairs`` or None: score = (points passing the reprojection
+    check with a triangulation angle >= min_tri_angle, at least 15) x min(median angle, 8 deg)."""
     best = None
     for i, j in pairs:
         rp = _relative_pose(matches, i, j, matches.K, cfg.max_reproj)
@@ -57,14 +58,25 @@ def choose_pair(matches, cfg):
         pose_i, pose_j = (np.eye(3), np.zeros(3)), (R, t)
         _, ok, ang = _two_view_points(matches.K, pose_i, pose_j, matches.keypoints[i][inl[:, 0]],
                                       matches.keypoints[j][inl[:, 1]], cfg.max_reproj)
-        if ok.sum() < 15:
+        n_ok = int((ok & (ang >= cfg.min_tri_angle)).sum())
+        if n_ok < 15:
             continue
-        score = ok.sum() * min(float(np.median(ang[ok])), 8.0)
+        score = n_ok * min(float(np.median(ang[ok])), 8.0)
         if best is None or score > best[-1]:
             best = (i, j, R, t, inl, score)
+    return best
+
+
+def choose_pair(matches, cfg):
+    """-> (i, j, R, t, inliers, score) of the best initial pair among the 8 pairs with the most verified matches,
+    else (video frames: the best-matched pairs are neighbours with too small a baseline) among all pairs;
+    NfkitError when none works."""
+    ranked = sorted(matches.pairs, key=lambda p: -len(matches.pairs[p]))
+    best = _best_pair(matches, cfg, ranked[:8]) or _best_pair(matches, cfg, ranked[8:])
     if best is None:
         raise NfkitError("no image pair with enough verified matches to initialise (need >= 15 inliers of an "
-                         "essential matrix); the images may not overlap")
+                         "essential matrix with a triangulation angle >= min_tri_angle); the images may not "
+                         "overlap, or the camera barely moves")
     return best
 
 

@@ -14,6 +14,7 @@ from nfkit.datasets.colmap import fresh_database, import_pycolmap
 from nfkit.errors import NfkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PP_MAX_OFFSET = 0.1  # a refined principal point further than this (fraction of the size) from the centre: rejected
 
 
 @dataclass
@@ -70,8 +71,11 @@ def parse_intrinsics(text: str) -> list[float] | None:
 
 def extract_and_match(image_dir, work_dir, intrinsics: list[float] | None = None,
                       max_features: int = 8192, peak_threshold: float = 0.002,
-                      guided_matching: bool = True) -> Matches:
-    """pycolmap SIFT + exhaustive matching + verification into ``work_dir/database.db``; read back.
+                      guided_matching: bool = True, matcher: str = "exhaustive") -> Matches:
+    """pycolmap SIFT + matching + verification into ``work_dir/database.db``; read back.
+
+    matcher: "exhaustive" (every pair) or "sequential" (video frames in name order: each with its next 10 and
+    with quadratically spaced later frames, as the capture path's pycolmap mapper matches videos).
 
     intrinsics: [fx, fy, cx, cy] (one PINHOLE camera shared by all images) or None (PINHOLE with COLMAP's
     prior focal, 1.2 * max side).
@@ -97,7 +101,12 @@ def extract_and_match(image_dir, work_dir, intrinsics: list[float] | None = None
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = 1
     mo.guided_matching = guided_matching
-    pycolmap.match_exhaustive(str(db), matching_options=mo)
+    if matcher == "sequential":
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap, pairing.quadratic_overlap, pairing.loop_detection = 10, True, False
+        pycolmap.match_sequential(str(db), matching_options=mo, pairing_options=pairing)
+    else:
+        pycolmap.match_exhaustive(str(db), matching_options=mo)
     return read_database(db, image_dir, intrinsics is not None)
 
 
@@ -126,26 +135,54 @@ def read_database(db, image_dir, known_intrinsics: bool) -> Matches:
                    known_intrinsics, str(db), str(image_dir))
 
 
-def estimate_intrinsics(matches: Matches, work_dir) -> str:
-    """Unknown intrinsics: one pycolmap incremental mapping run on the same database (focal refined, PINHOLE);
-    only its camera is kept (``matches.K`` is replaced; nfkit sfm still makes every pose itself).  Falls back to
-    the prior focal (1.2 x max side) when the mapper builds no model.  Returns where K came from."""
+def _simple_pinhole_copy(db, out: Path) -> Path:
+    """A copy of the database whose cameras are SIMPLE_PINHOLE (one focal: PINHOLE's separate fx, fy drift apart
+    when a mapper refines them; principal point at the image centre) -> its path."""
+    import shutil
+
     pycolmap = import_pycolmap()
+    copy = fresh_database(out)
+    shutil.copyfile(db, copy)
+    with pycolmap.Database.open(str(copy)) as d:
+        for cam in d.read_all_cameras():
+            new = pycolmap.Camera.create_from_model_name(cam.camera_id, "SIMPLE_PINHOLE",
+                                                         float(cam.mean_focal_length()), cam.width, cam.height)
+            new.has_prior_focal_length = cam.has_prior_focal_length
+            d.update_camera(new)
+    return copy
+
+
+def estimate_intrinsics(matches: Matches, work_dir, refine_principal_point: bool = False) -> str:
+    """Unknown intrinsics: one pycolmap incremental mapping run on a copy of the database with one SIMPLE_PINHOLE
+    camera (focal refined; the principal point too with ``refine_principal_point``); only its camera is kept
+    (``matches.K`` is replaced, fx = fy; nfkit sfm still makes every pose itself).  Falls back to the prior focal
+    (1.2 x max side) when the mapper builds no model, and to the image centre when the refined principal point
+    lies further than ``PP_MAX_OFFSET`` of the image size from it.  Returns where K came from."""
+    pycolmap = import_pycolmap()
+    try:
+        pycolmap.logging.minloglevel = 2
+    except Exception:  # logging controls differ across builds
+        pass
     out = Path(work_dir) / "intrinsics_model"
     out.mkdir(parents=True, exist_ok=True)
+    db = _simple_pinhole_copy(matches.database, out)
     opts = pycolmap.IncrementalPipelineOptions()
     opts.min_model_size = 3
     opts.num_threads = 1
     opts.random_seed = 0
-    opts.ba_refine_focal_length, opts.ba_refine_principal_point = True, False
+    opts.ba_refine_focal_length, opts.ba_refine_principal_point = True, refine_principal_point
     try:
-        models = pycolmap.incremental_mapping(matches.database, matches.image_dir, str(out), opts)
+        models = pycolmap.incremental_mapping(str(db), matches.image_dir, str(out), opts)
     except Exception:  # a failed run leaves the prior focal in place
         models = {}
     if not models:
         return "prior focal (1.2 x max side; pycolmap's mapper built no model)"
     rec = max(models.values(), key=lambda r: r.num_reg_images())
     cam = next(iter(rec.cameras.values()))
-    fx, fy, cx, cy = (float(v) for v in cam.params[:4])
-    matches.K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    return f"pycolmap incremental mapping's focal ({rec.num_reg_images()} views registered there; poses not used)"
+    f, cx, cy = (float(v) for v in cam.params[:3])
+    pp = ", principal point refined" if refine_principal_point else ""
+    if max(abs(cx - cam.width / 2) / cam.width, abs(cy - cam.height / 2) / cam.height) > PP_MAX_OFFSET:
+        cx, cy, pp = cam.width / 2, cam.height / 2, f", refined principal point ({cx:.1f}, {cy:.1f}) rejected"
+    matches.K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1.0]])
+    return (f"pycolmap incremental mapping's focal{pp} (SIMPLE_PINHOLE; {rec.num_reg_images()} views registered "
+            f"there; poses not used)")

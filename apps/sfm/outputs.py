@@ -13,15 +13,20 @@ from nfkit.atomic import write_json_atomic
 from nfkit.datasets.colmap import colmap_to_transforms, import_pycolmap
 
 
-def to_reconstruction(state, matches):
-    """The state as a ``pycolmap.Reconstruction`` (one PINHOLE camera; registered images with all their
-    keypoints; live points with their tracks)."""
+def to_reconstruction(state, matches, point_ids: dict | None = None, one_focal: bool = False):
+    """The state as a ``pycolmap.Reconstruction`` (one PINHOLE camera, id 1 -- SIMPLE_PINHOLE with f = sqrt(fx fy)
+    when ``one_focal``; registered image i as image i + 1 with all its keypoints; live points with their tracks).
+    point_ids: filled with {point id: point3D id}."""
     pycolmap = import_pycolmap()
     rec = pycolmap.Reconstruction()
     K = state.K
     w, h = matches.sizes[0]
-    cam = pycolmap.Camera(model="PINHOLE", width=int(w), height=int(h), params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]],
-                          camera_id=1)
+    if one_focal:
+        cam = pycolmap.Camera(model="SIMPLE_PINHOLE", width=int(w), height=int(h),
+                              params=[float(np.sqrt(K[0, 0] * K[1, 1])), K[0, 2], K[1, 2]], camera_id=1)
+    else:
+        cam = pycolmap.Camera(model="PINHOLE", width=int(w), height=int(h),
+                              params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]], camera_id=1)
     rec.add_camera_with_trivial_rig(cam)
     for i in sorted(state.poses):
         R, t = state.poses[i]
@@ -34,7 +39,9 @@ def to_reconstruction(state, matches):
             if img in state.poses:
                 track.add_element(img + 1, int(kp))
         if track.length() >= 2:
-            rec.add_point3D(state.points[pid], track, np.array([200, 200, 200], np.uint8))
+            p3d = rec.add_point3D(state.points[pid], track, np.array([200, 200, 200], np.uint8))
+            if point_ids is not None:
+                point_ids[int(pid)] = int(p3d)
     return rec
 
 

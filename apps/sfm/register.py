@@ -1,4 +1,4 @@
-"""Registration of a new view: 2D–3D correspondences through the verified matches, the surface filter
+"""Registration of a new view: 2D–3D correspondences through the feature tracks (:mod:`.tracks`), the surface filter
 (|f(X)| < tau: upstream tests the signed value f < tau and lets deep interior points through), then PnP + LO-RANSAC
 and refinement by pycolmap (``estimate_and_refine_absolute_pose``, intrinsics fixed)."""
 from __future__ import annotations
@@ -8,19 +8,19 @@ import numpy as np
 from nfkit.datasets.colmap import import_pycolmap
 
 from .surface import abs_sdf
+from .tracks import feature_tracks
 
 
 def correspondences(state, matches, new: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keypoint index in ``new`` [C], point id [C]) through matches to registered views (one per keypoint)."""
-    kps, pids, seen = [], [], set()
-    for j in state.poses:
-        for ki, kj in matches.pair(new, j):
-            ki, kj = int(ki), int(kj)
-            pid = state.obs[j].get(kj)
-            if pid is None or ki in seen or not state.alive[pid]:
-                continue
-            seen.add(ki)
-            kps.append(ki)
+    """(keypoint index in ``new`` [C], point id [C]): the keypoints of ``new`` whose feature track (the union of
+    all verified matches, :mod:`.tracks`) already has a live point; one per keypoint and one per point."""
+    tracks = feature_tracks(matches)
+    track_of = tracks.track_of[new]
+    kps, pids = [], []
+    for ki in np.nonzero(track_of >= 0)[0]:
+        pid = state.point_of_track(tracks, int(track_of[ki]))
+        if pid is not None and new not in state.tracks[pid]:
+            kps.append(int(ki))
             pids.append(pid)
     return np.asarray(kps, np.int64), np.asarray(pids, np.int64)
 

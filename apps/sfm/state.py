@@ -12,7 +12,8 @@ from .geometry import project
 class SfmState:
     """K [3, 3]; poses {image index: (R [3, 3], t [3])} world->camera (OpenCV); points [P, 3] (rows of dead
     points are kept, ``alive[p]`` False); tracks [P] {image: keypoint}; obs [N images] {keypoint: point};
-    order: registration order; skipped {image: reason}; centre [3], radius: the scene's sphere (world units)."""
+    order: registration order; skipped {image: reason}; centre [3], radius: the scene's sphere (world units);
+    track_point {feature track id: point id} (:mod:`.tracks`: one point per track, never a duplicate)."""
 
     K: np.ndarray
     n_images: int
@@ -25,13 +26,14 @@ class SfmState:
     skipped: dict = field(default_factory=dict)
     centre: np.ndarray = field(default_factory=lambda: np.zeros(3))
     radius: float = 1.0
+    track_point: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.obs:
             self.obs = [dict() for _ in range(self.n_images)]
 
-    def add_points(self, X: np.ndarray, tracks: list[dict]) -> list[int]:
-        """Appends points X [M, 3] with tracks {image: keypoint}; returns their ids."""
+    def add_points(self, X: np.ndarray, tracks: list[dict], track_ids=None) -> list[int]:
+        """Appends points X [M, 3] with tracks {image: keypoint} (and their feature-track ids [M]); returns ids."""
         start = len(self.points)
         self.points = np.concatenate([self.points, np.asarray(X, np.float64).reshape(-1, 3)], 0)
         ids = []
@@ -42,7 +44,21 @@ class SfmState:
             for img, kp in tr.items():
                 self.obs[img][int(kp)] = pid
             ids.append(pid)
+            if track_ids is not None:
+                self.track_point[int(track_ids[k])] = pid
         return ids
+
+    def point_of_track(self, tracks, t: int):
+        """The live point of feature track ``t`` (recorded, or found through an observation) or None."""
+        pid = self.track_point.get(t)
+        if pid is not None and self.alive[pid]:
+            return pid
+        for img, kp in tracks.elements[t].items():
+            p = self.obs[img].get(kp)
+            if p is not None and self.alive[p]:
+                self.track_point[t] = p
+                return p
+        return None
 
     def add_observation(self, pid: int, img: int, kp: int) -> None:
         if kp in self.obs[img] or img in self.tracks[pid]:

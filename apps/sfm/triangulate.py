@@ -6,8 +6,11 @@ rays of a match are sphere-traced to the zero level set, the point is the midpoi
 when both rays hit, the hits are closer than mean + 3 std of the candidates' hit distances, the midpoint reprojects
 within ``max_reproj`` px in both views and the triangulation angle is at least ``min_tri_angle``.
 (Upstream keeps a point when both traces converged *or* the distance is below mean + 1 std, with no reprojection
-check; the reprojection check is added here.)  Matches whose keypoint in the registered view already has a point
-extend that point's track instead when it reprojects within ``max_reproj`` px in the new view.
+check; the reprojection check is added here.)  Candidates come from the feature tracks (:mod:`.tracks`): a keypoint
+of the new view whose track already has a point extends that point (an observation is added when it reprojects
+within ``max_reproj`` px) and never makes a duplicate; a track without a point is triangulated from the new view
+and the track's registered view whose ray makes the widest angle with the new ray, and the new point then takes
+every other registered observation of its track that reprojects within ``max_reproj`` px.
 """
 from __future__ import annotations
 
@@ -16,24 +19,46 @@ import torch
 
 from .geometry import camera_centre, project, rays, triangulate_dlt, triangulation_angle_deg
 from .surface import fit_sdf, trace
+from .tracks import feature_tracks
+
+
+def _bearings(state, matches, img: int, kps) -> np.ndarray:
+    """World-frame unit ray directions of keypoints ``kps`` [k] of registered view ``img`` -> [k, 3]."""
+    return rays(state.K, state.poses[img], matches.keypoints[img][np.asarray(kps, np.int64)])[1]
 
 
 def _candidates(state, matches, new: int):
-    """Splits the new view's matches to registered views -> (extensions [(pid, kp)], new pairs [(j, ki, kj)])."""
-    ext, cand, used = [], [], set(state.obs[new])
-    others = sorted((j for j in state.poses if j != new), key=lambda j: -len(matches.pair(new, j)))
-    for j in others:
-        for ki, kj in matches.pair(new, j):
-            ki, kj = int(ki), int(kj)
-            if ki in used:
-                continue
-            if kj in state.obs[j]:
-                ext.append((state.obs[j][kj], ki))
-                used.add(ki)
-            else:
-                cand.append((j, ki, kj))
-                used.add(ki)
-    return ext, cand
+    """The new view's tracked keypoints -> (extensions [(pid, kp)], candidates [(track, kp, j, kp_j, others)]):
+    a track with a live point is extended; one without gets the partner view j with the widest ray angle, and
+    ``others`` = its remaining registered observations [(image, keypoint)]."""
+    tracks = feature_tracks(matches)
+    track_of = tracks.track_of[new]
+    ext, cand = [], []
+    for ki in np.nonzero(track_of >= 0)[0]:
+        ki, t = int(ki), int(track_of[ki])
+        if ki in state.obs[new]:
+            continue
+        pid = state.point_of_track(tracks, t)
+        if pid is not None:
+            if new not in state.tracks[pid]:
+                ext.append((pid, ki))
+            continue
+        others = [(img, kp) for img, kp in tracks.elements[t].items() if img != new and img in state.poses]
+        if others:
+            cand.append((t, ki, others))
+    if not cand:
+        return ext, []
+    d_new = _bearings(state, matches, new, [c[1] for c in cand])
+    out = []
+    for (t, ki, others), d in zip(cand, d_new):
+        if len(others) == 1:
+            k = 0
+        else:
+            cos = [float(_bearings(state, matches, img, [kp])[0] @ d) for img, kp in others]
+            k = int(np.argmin(cos))
+        j, kj = others[k]
+        out.append((t, ki, j, kj, others[:k] + others[k + 1:]))
+    return ext, out
 
 
 def _reproj_ok(state, img, X, uv, max_err):
@@ -56,13 +81,25 @@ def extend_tracks(state, matches, new: int, ext, max_err: float) -> int:
 def _dlt_points(state, matches, new, cand):
     """DLT points of candidates -> (X [C, 3], uv_new [C, 2], uv_other [C, 2], other image [C])."""
     X = np.zeros((len(cand), 3))
-    js = np.array([c[0] for c in cand])
+    js = np.array([c[2] for c in cand])
     uv_i = matches.keypoints[new][np.array([c[1] for c in cand])]
-    uv_j = np.stack([matches.keypoints[c[0]][c[2]] for c in cand])
+    uv_j = np.stack([matches.keypoints[c[2]][c[3]] for c in cand])
     for j in np.unique(js):
         m = js == j
         X[m] = triangulate_dlt(state.K, state.poses[new], state.poses[int(j)], uv_i[m], uv_j[m])
     return X, uv_i, uv_j, js
+
+
+def complete_tracks(state, matches, pids, others, max_err: float) -> int:
+    """Adds to each new point pids [P] the observations ``others[p]`` [(image, keypoint)] (registered views of its
+    track beyond the two that made it) that reproject within ``max_err`` px -> count added."""
+    n = 0
+    for pid, obs in zip(pids, others):
+        for img, kp in obs:
+            if _reproj_ok(state, img, state.points[pid:pid + 1], matches.keypoints[img][kp:kp + 1], max_err)[0]:
+                state.add_observation(int(pid), int(img), int(kp))
+                n += 1
+    return n
 
 
 def _traced_points(state, field, new, uv_i, uv_j, js):
@@ -94,7 +131,8 @@ def triangulate_view(state, matches, new: int, cfg, field=None) -> dict:
     if neural:
         good = ok_i & ok_j
         live = state.live_ids()
-        centres = np.concatenate([state.seen_from(live), np.broadcast_to(camera_centre(state.poses[new]), (int(good.sum()), 3))])
+        c_new = np.broadcast_to(camera_centre(state.poses[new]), (int(good.sum()), 3))
+        centres = np.concatenate([state.seen_from(live), c_new])
         fit_sdf(field, state.points[live], cfg.tri_steps, cfg.lr_sdf, seeds=X[good], seed=cfg.seed + new,
                 centres=centres)
         X, both, dist = _traced_points(state, field, new, uv_i, uv_j, js)
@@ -110,6 +148,8 @@ def triangulate_view(state, matches, new: int, cfg, field=None) -> dict:
     angles = np.array([triangulation_angle_deg(c_i, camera_centre(state.poses[int(j)]), X[k:k + 1])[0]
                        for k, j in enumerate(js)])
     keep = keep_rule & ok_i & ok_j & (angles >= cfg.min_tri_angle)
-    tracks = [{new: cand[k][1], cand[k][0]: cand[k][2]} for k in np.nonzero(keep)[0]]
-    state.add_points(X[keep], tracks)
-    return {"extended": n_ext, "new_points": int(keep.sum()), "candidates": len(cand)}
+    idx = np.nonzero(keep)[0]
+    pids = state.add_points(X[keep], [{new: cand[k][1], cand[k][2]: cand[k][3]} for k in idx],
+                            track_ids=[cand[k][0] for k in idx])
+    n_more = complete_tracks(state, matches, pids, [cand[k][4] for k in idx], cfg.max_reproj)
+    return {"extended": n_ext, "new_points": int(keep.sum()), "candidates": len(cand), "completed": n_more}

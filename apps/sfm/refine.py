@@ -1,0 +1,59 @@
+"""The finish of nfkit sfm: one Levenberg–Marquardt bundle adjustment by pycolmap (Ceres) over all registered
+views and points, started from the state that the incremental loop (neural or classic BA, Adam) built.
+
+Adam's first-order BA stops short of the least-squares optimum (the poses already agree with the points, the
+error is in the structure); a second-order solve of the same tracks finishes it.  Cauchy loss (scale 1 px),
+intrinsics fixed (without ``--intrinsics`` one focal, fx = fy, is refined: separate fx, fy drift apart), gauge:
+the first two cameras (``TWO_CAMS_FROM_WORLD``).  Poses, points and K are written back into the state.  The
+points leave the SDF's level set by what the solve moves them (reported as ``mean_px`` before / after).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nfkit.datasets.colmap import import_pycolmap
+
+from .outputs import to_reconstruction
+
+
+def _options(refine_focal: bool):
+    pycolmap = import_pycolmap()
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_focal_length = refine_focal
+    opts.refine_principal_point = opts.refine_extra_params = False
+    opts.print_summary = False
+    opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    opts.ceres.loss_function_scale = 1.0
+    opts.ceres.solver_options.num_threads = 1
+    return opts
+
+
+def lm_bundle_adjust(state, matches, refine_focal: bool) -> dict:
+    """Refines ``state`` (poses [views], points [P, 3], K) in place -> {"mean_px": (before, after; finite
+    errors), "behind_camera": observations left behind their camera (the caller's filter drops them), "views",
+    "points", "focal_px"}."""
+    pycolmap = import_pycolmap()
+    ids: dict = {}
+    rec = to_reconstruction(state, matches, point_ids=ids, one_focal=refine_focal)
+    if len(state.poses) < 2 or not ids:
+        return {"views": 0}
+    before = state.mean_reprojection_error(matches.keypoints)
+    config = pycolmap.BundleAdjustmentConfig()
+    for i in state.poses:
+        config.add_image(i + 1)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    if not refine_focal:
+        config.set_constant_cam_intrinsics(1)
+    pycolmap.create_default_bundle_adjuster(_options(refine_focal), config, rec).solve()
+    for i in state.poses:
+        m = np.asarray(rec.images[i + 1].cam_from_world().matrix())
+        state.poses[i] = (m[:, :3].copy(), m[:, 3].copy())
+    for pid, p3d in ids.items():
+        state.points[pid] = np.asarray(rec.points3D[p3d].xyz)
+    params = [float(v) for v in rec.cameras[1].params]
+    fx, fy, cx, cy = params if len(params) == 4 else [params[0], *params]
+    state.K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    _, _, err = state.reprojection_errors(matches.keypoints)
+    after = float(err[np.isfinite(err)].mean()) if np.isfinite(err).any() else float("nan")
+    return {"mean_px": [before, after], "behind_camera": int((~np.isfinite(err)).sum()), "views": len(state.poses),
+            "points": len(ids), "focal_px": [fx, fy]}

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from nfkit.apps.cli_config import add_dataclass_args, check_options, dataclass_from_args
+from nfkit.apps.interrupt import sigterm_as_interrupt
 from nfkit.trainer import FitConfig
 
 POSERS = ("colmap", "neural")  # FitConfig.poses: pycolmap's mapper, or nfkit sfm (apps/sfm/poser.py)
@@ -122,7 +123,7 @@ def run(ns: argparse.Namespace) -> dict:
     trainer = Trainer(cfg, train, test, progress=not ns.quiet)
     if main:  # the resolved options (the family's defaults filled in), for `nfkit fit --config` to run again
         write_json_atomic(out / "config.json", dataclasses.asdict(dataclasses.replace(trainer.cfg, resume=False)))
-    _sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
+    sigterm_as_interrupt()  # `kill` then checkpoints like Ctrl-C does
     app = _start_viewer(ns, trainer) if getattr(ns, "viewer", False) and main else None
     try:
         trainer.fit(callback=None if app is None else app.attach(trainer))
@@ -241,17 +242,6 @@ def _start_viewer(ns: argparse.Namespace, trainer):
     return ViewerApp(trainer.field, trainer.grid, trainer.opts, ns.viewer_host, ns.viewer_port, ns.viewer_max_res,
                      ns.viewer_target_fps, out_dir=trainer.out, train_cameras=cameras_of(trainer.train),
                      trainer=trainer)
-
-
-def _sigterm_as_interrupt() -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv=None) -> int:

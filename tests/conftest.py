@@ -80,3 +80,18 @@ def torchrun_cmd(args: list[str], nproc: int = 2) -> list[str]:
     """``torchrun --nproc_per_node N -m nfkit.apps ARGS`` on loopback with a free port."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
             "127.0.0.1", "--master_port", str(free_port()), "-m", "nfkit.apps"] + args
+
+
+def interrupt_nth_call(monkeypatch, module, name: str, n: int = 2):
+    """``module.name`` raises KeyboardInterrupt on its n-th call (a job killed mid-way); returns the real function
+    (``monkeypatch.setattr(module, name, real)`` restores it)."""
+    real, calls = getattr(module, name), []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, interrupted)
+    return real

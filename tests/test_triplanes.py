@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import interrupt_nth_call
+
 from nfkit.apps.cli import main
 from nfkit.apps.triplanes import bank as tb
 from nfkit.apps.triplanes import shards
@@ -79,15 +81,7 @@ def test_bank_shards_resume_and_split(tmp_path, monkeypatch):
     root = write_primitives(tmp_path / "shapes")
     cfg = tb.FitConfig(**{**TINY, "steps": 5})
     out = tmp_path / "bank"
-    real_fit_files, calls = shards.fit_files, []
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_fit_files(*a, **k)
-
-    monkeypatch.setattr(shards, "fit_files", interrupted)
+    real_fit_files = interrupt_nth_call(monkeypatch, shards, "fit_files", 2)
     with pytest.raises(KeyboardInterrupt):
         shards.fit_bank(root, out, cfg, shard_size=2, batch_shapes=2, progress=False)
     done = sorted(p.name for p in out.glob("shard-*"))

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import interrupt_nth_call
+
 from nfkit.apps.cli import main
 
 pytest.importorskip("trimesh")
@@ -47,15 +49,7 @@ def test_shared_decoder_fits_resumes_and_classifies(tmp_path, monkeypatch, capsy
     root, out = tmp_path / "shapes", tmp_path / "bank"
     make_procedural(root, 2, 0, seed=0, classes=("chair", "table"))
     cfg = tb.FitConfig(**CFG)
-    real_fit_files, calls = shards.fit_files, []
-
-    def interrupted(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_fit_files(*a, **k)
-
-    monkeypatch.setattr(shards, "fit_files", interrupted)
+    real_fit_files = interrupt_nth_call(monkeypatch, shards, "fit_files", 2)
     with pytest.raises(KeyboardInterrupt):
         shards.fit_bank(root, out, cfg, shard_size=2, batch_shapes=2, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["bank.json", FILE, "shard-00000-of-00002.safetensors"]

@@ -30,7 +30,7 @@ SHAPE_SUFFIXES = tuple(dict.fromkeys(MESH_SUFFIXES + POINT_SUFFIXES))
 EXPECTED = "expected a mesh (OFF, OBJ, PLY, STL) or a point cloud (PLY, XYZ, NPY)"
 
 
-def _trimesh():
+def trimesh_module():
     try:
         import trimesh
     except ImportError:
@@ -91,7 +91,7 @@ def _check_points(path, v: np.ndarray, what: str) -> np.ndarray:
 
 def read_mesh(path):
     """A triangle mesh file -> trimesh.Trimesh (not normalised, not necessarily watertight)."""
-    trimesh = _trimesh()
+    trimesh = trimesh_module()
     path = _existing(path)
     try:
         mesh = trimesh.load(str(path), process=False, force="mesh")
@@ -152,7 +152,7 @@ def read_points(path) -> np.ndarray:
     elif suffix == ".ply":
         ply_face_count(path)  # a header check first: trimesh reads some garbage as an empty scene
         try:
-            v = np.asarray(_trimesh().load(str(path), process=False).vertices)
+            v = np.asarray(trimesh_module().load(str(path), process=False).vertices)
         except Exception as e:
             raise DatasetError(f"{path}: unreadable PLY ({str(e)[:120]}; {what})") from None
     else:
@@ -188,7 +188,7 @@ def normalise_points(points: np.ndarray, half_extent: float = 0.9) -> tuple[np.n
 
 def surface_points(mesh, n: int, seed: int = 0) -> np.ndarray:
     """n points [n, 3] uniform on a trimesh's surface (area-weighted), reproducible from ``seed``."""
-    pts, _ = _trimesh().sample.sample_surface(mesh, n, seed=seed)
+    pts, _ = trimesh_module().sample.sample_surface(mesh, n, seed=seed)
     return np.asarray(pts, dtype=np.float64)
 
 

@@ -23,17 +23,9 @@ import torch
 
 from nfkit.errors import DatasetError
 
+from .shape_files import read_mesh, trimesh_module  # the one mesh reader and trimesh import
+
 AABB = torch.tensor([[-1.0] * 3, [1.0] * 3])
-
-
-def _trimesh():
-    try:
-        import trimesh
-    except ImportError:
-        raise DatasetError('shape fitting needs trimesh: pip install "trimesh[easy]==5.2.0"') from None
-    return trimesh
-
-
 MIN_VOLUME = 1e-6  # of the normalised bounding cube: a mesh enclosing less is flat or collapsed (no inside)
 
 
@@ -54,8 +46,6 @@ def load_mesh(path, half_extent: float = 0.9):
     """Read a triangle mesh (OFF, PLY, OBJ, STL, GLB ...) and normalise it. Returns (mesh, transform [4, 4] float64,
     scale). The mesh must be a single watertight triangle mesh (inside tests need a closed surface) with finite
     vertices that encloses a volume; anything else is a one-line :class:`DatasetError` naming the file."""
-    from .shape_files import read_mesh
-
     mesh = read_mesh(path)  # the one mesh reader: finite vertices, valid faces
     if not float(mesh.extents.max()) > 0:
         raise DatasetError(f"{path}: degenerate mesh (all vertices at one point)")
@@ -99,7 +89,7 @@ def sample_sdf(mesh, n_surface: int = 50_000, n_near: tuple[int, ...] = (100_000
     """Training samples with ground truth: ``n_surface`` on the surface, ``n_near[i]`` at the surface
     + N(0, sigmas[i]^2) per axis, ``n_uniform`` uniform in [-1, 1]^3. Takes ~7 s for a 50k-face mesh (the exact
     distances dominate)."""
-    trimesh = _trimesh()
+    trimesh = trimesh_module()
     rng = np.random.default_rng(seed)
     surf, _ = trimesh.sample.sample_surface(mesh, n_surface + sum(n_near), seed=seed)
     near = [surf[n_surface + sum(n_near[:i]): n_surface + sum(n_near[: i + 1])] + rng.normal(0, s, (n, 3))
@@ -136,7 +126,7 @@ def extract_mesh(value_fn, resolution: int = 128, level: float = 0.0, inside_pos
                  chunk: int = 1 << 16):
     """Marching cubes (scikit-image) of ``value_fn`` (points [N, 3] in [-1, 1]^3 -> [N]) on a resolution^3 lattice
     over [-1, 1]^3. Returns a trimesh.Trimesh in normalised coordinates, or None when the level set is empty."""
-    trimesh = _trimesh()
+    trimesh = trimesh_module()
     try:
         from skimage.measure import marching_cubes
     except ImportError:
@@ -158,7 +148,7 @@ def extract_mesh(value_fn, resolution: int = 128, level: float = 0.0, inside_pos
 def chamfer_distance(a, b, n: int = 100_000, seed: int = 0) -> float:
     """Symmetric Chamfer distance between two meshes (normalised units): the mean, over ``n`` surface samples of each,
     of the distance to the other's samples, averaged over both directions (L1, not squared)."""
-    trimesh = _trimesh()
+    trimesh = trimesh_module()
     pa, _ = trimesh.sample.sample_surface(a, n, seed=seed)
     pb, _ = trimesh.sample.sample_surface(b, n, seed=seed + 1)
     return 0.5 * float(_fast_tree(pb).query(pa)[0].mean() + _fast_tree(pa).query(pb)[0].mean())

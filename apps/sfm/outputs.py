@@ -45,18 +45,25 @@ def to_reconstruction(state, matches, point_ids: dict | None = None, one_focal: 
     return rec
 
 
-def write_outputs(result, matches, cfg, out) -> dict:
-    """Writes every output into ``out``; returns the report (with the paths)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rec = to_reconstruction(result.state, matches)
-    model = out / "sparse" / "0"
-    tmp = out / "sparse" / ".0.tmp"
+def write_model(rec, out) -> Path:
+    """``rec`` (pycolmap.Reconstruction) -> ``out/sparse/0``, written beside it then renamed into place (no
+    half-written model looks complete). Returns the model folder."""
+    model = Path(out) / "sparse" / "0"
+    tmp = Path(out) / "sparse" / ".0.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rec.write(str(tmp))
     shutil.rmtree(model, ignore_errors=True)
     tmp.rename(model)
+    return model
+
+
+def write_outputs(result, matches, cfg, out) -> dict:
+    """Writes every output into ``out``; returns the report (with the paths)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = to_reconstruction(result.state, matches)
+    model = write_model(rec, out)
     img_dir = out / "images"
     img_dir.mkdir(exist_ok=True)
     for i in result.state.poses:

@@ -9,7 +9,6 @@ SDF (``WORK/sdf.safetensors``) beside it.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +41,7 @@ def neural_poser(image_dir, work_dir, *, matcher: str = "exhaustive", min_fracti
     (image folders: ``cfg``'s matching, as ``nfkit sfm``).  min_fraction: accepted for run_colmap's signature
     (nfkit sfm keeps whatever registers)."""
     from .matches import estimate_intrinsics, extract_and_match
-    from .outputs import to_reconstruction
+    from .outputs import to_reconstruction, write_model
     from .pipeline import run_sfm
 
     cfg = cfg or SfmConfig()
@@ -66,10 +65,7 @@ def neural_poser(image_dir, work_dir, *, matcher: str = "exhaustive", min_fracti
         write_json_atomic(work_dir / "sfm_report.json", {"error": str(e)})
         return PoseResult(None, n, 0, float("nan"), 0, f"{matcher} (nfkit sfm)", [], time.perf_counter() - t0)
     rec = to_reconstruction(result.state, matches)
-    final = work_dir / "sparse" / "0"
-    shutil.rmtree(final, ignore_errors=True)
-    final.mkdir(parents=True)
-    rec.write(str(final))
+    write_model(rec, work_dir)
     report = {**result.report, "intrinsics": source}
     write_json_atomic(work_dir / "sfm_report.json", report)
     if result.field is not None:

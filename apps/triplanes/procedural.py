@@ -16,9 +16,9 @@ CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand
 
 
 def _tm():
-    from nfkit.datasets.shapes import _trimesh
+    from nfkit.datasets.shape_files import trimesh_module
 
-    return _trimesh()
+    return trimesh_module()
 
 
 def box(lo, hi):

@@ -124,7 +124,10 @@ def run_fit(ns) -> dict:
     rate = res["shapes"] / res["seconds"] * 60 if res["shapes"] else 0.0
     summary = {"fitted_shards": res["fitted"], "skipped_shards": res["skipped"], "shapes": res["shapes"],
                "shapes_per_min": round(rate, 1), "missing_shards": len(res["missing"])}
-    print(f"nfkit triplanes fit: {json.dumps(summary)} -> {run_cfg.out}")
+    # one write of a whole line (every torchrun rank prints one into the same pipe: separate writes interleaved)
+    sys.stdout.flush()
+    sys.stdout.write(f"nfkit triplanes fit: {json.dumps(summary)} -> {run_cfg.out}\n")
+    sys.stdout.flush()
     return res
 
 

@@ -15,6 +15,7 @@ from nfkit.apps.sfm.matches import Matches
 from nfkit.apps.sfm.register import register_view, surface_filter
 from nfkit.apps.sfm.state import SfmState
 from nfkit.apps.sfm.surface import fit_sdf, make_field
+from nfkit.apps.sfm.triangulate import triangulate_view
 from nfkit.pose_eval import align_poses, rotation_angle_deg, umeyama
 
 K = np.array([[500.0, 0, 160], [0, 500.0, 120], [0, 0, 1]])
@@ -124,6 +125,27 @@ def test_pnp_surface_filter_rejects_off_surface_points():
     assert rotation_angle_deg(R.T @ poses[2][0]) < 0.1
 
 
+def test_neural_triangulation_takes_dlt_points_on_the_surface_only():
+    """A track the sphere traces lose (here: every trace, reprojection tolerance 0) gets its DLT point only when
+    that point lies on the surface (|f| < tau): the outer sphere's points come in, the inner sphere's do not."""
+    X = np.concatenate([sphere_points(200, seed=1), sphere_points(100, radius=0.45, seed=2)])
+    poses = [look_at(np.array([3.0 * np.cos(a), 3.0 * np.sin(a), 0.4])) for a in (0.0, 0.35)]
+    m = synthetic_matches(poses, X)
+    field = make_field(np.zeros(3), SfmConfig())
+    fit_sdf(field, sphere_points(2000, seed=7), 150, 1e-3)  # f ~ |x| - 0.8
+    added = {}
+    for fallback in (False, True):
+        st = SfmState(K=K.copy(), n_images=2)
+        st.poses, st.order = {0: poses[0], 1: poses[1]}, [0, 1]
+        cfg = replace(SfmConfig(), neural_reproj_scale=0.0, tri_steps=0, dlt_on_surface=fallback)
+        out = triangulate_view(st, m, 1, cfg, field)
+        added[fallback] = (out["new_points"], np.linalg.norm(st.points[st.live_ids()], axis=1))
+    assert added[False][0] == 0
+    n_outer = int((m.pairs[(0, 1)][:, 0] < 200).sum())
+    n, radii = added[True]
+    assert n >= 0.9 * n_outer and np.allclose(radii, 0.8, atol=1e-6)
+
+
 def test_neural_ba_writes_points_back():
     """Upstream built a lazy map() that was never consumed: BA-refined points were lost. Here they must land in
     state.points: the stored points move onto the SDF's zero level set."""
@@ -141,9 +163,10 @@ def test_neural_ba_writes_points_back():
     assert f_after.mean() < 0.2 * f_before.mean()
 
 
-def test_classic_ba_writes_points_back_and_reduces_error():
+@pytest.mark.parametrize("batch", [0, 64])  # all points every step / 64 drawn at random (ba_batch_points)
+def test_classic_ba_writes_points_back_and_reduces_error(batch):
     st, m, poses, X = _state_on_sphere(200)
-    cfg = SfmConfig()
+    cfg = SfmConfig(ba_batch_points=batch)
     live = st.live_ids()
     st.points[live] += np.random.default_rng(4).normal(scale=0.01, size=(len(live), 3))
     err0 = st.mean_reprojection_error(m.keypoints)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .geometry import project_torch, so3_exp
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+from .geometry import project_torch
 from .surface import eikonal_points, geometry_params, snap
 
 
@@ -39,6 +41,111 @@ def _setup(state, matches, images):
     return img[keep], pid[keep], uv[keep], np.asarray(pts)
 
 
+class _Problem:
+    """The tensors of one BA call: cameras ``cams`` (pose updates w, dt; ``free`` marks the optimised ones),
+    points ``pts`` (Xp), observations (ci, pi, uv_t), K and the optional shared log-focal scale."""
+
+    def __init__(self, state, matches, images, setup, field, cfg, focal):
+        img, pid, uv, self.pts = setup
+        self.cams = sorted(set(img.tolist()))
+        self.cam_index = {c: k for k, c in enumerate(self.cams)}
+        self.images = images
+        f64 = dict(dtype=torch.float64)
+        self.R0 = torch.tensor(np.stack([state.poses[c][0] for c in self.cams]), **f64)
+        self.t0 = torch.tensor(np.stack([state.poses[c][1] for c in self.cams]), **f64)
+        self.free = torch.tensor([c in images and c != state.order[0] for c in self.cams])
+        self.w = torch.zeros(len(self.cams), 3, **f64, requires_grad=True)
+        self.dt = torch.zeros(len(self.cams), 3, **f64, requires_grad=True)
+        pt_index = {p: k for k, p in enumerate(self.pts)}
+        self.free_pts = field is None or cfg.free_points_on_surface
+        self.Xp = torch.tensor(state.points[self.pts], **f64).requires_grad_(self.free_pts)
+        self.ci = torch.tensor([self.cam_index[c] for c in img])
+        self.pi = torch.tensor([pt_index[p] for p in pid])
+        self.uv = torch.tensor(uv, **f64)
+        self.K = torch.tensor(state.K, **f64)
+        self.focal = focal
+        gauge1 = state.order[1] if len(state.order) > 1 else None
+        self.g1 = self.cam_index.get(gauge1) if gauge1 is not None else None
+        self.t1_norm = float(self.t0[self.g1].norm()) if self.g1 is not None else None
+
+    def optimizer(self, cfg, radius, field, steps):
+        groups = [{"params": [self.w], "lr": cfg.lr_rot}, {"params": [self.dt], "lr": cfg.lr_trans * radius}]
+        if self.free_pts:
+            groups.append({"params": [self.Xp], "lr": cfg.lr_points * radius})
+        if field is not None:
+            groups.append({"params": geometry_params(field), "lr": cfg.lr_sdf * cfg.ba_sdf_lr_scale})
+        if self.focal is not None and self.focal.requires_grad:
+            groups.append({"params": [self.focal], "lr": 1e-3})
+        opt = torch.optim.Adam(groups)
+        return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.05 ** (1.0 / steps))
+
+    def poses(self):
+        """(R [C, 3, 3], t [C, 3]) world -> camera, the gauge camera and non-optimised ones unchanged."""
+        ww = torch.where(self.free[:, None], self.w, torch.zeros_like(self.w))
+        tt = torch.where(self.free[:, None], self.dt, torch.zeros_like(self.dt))
+        return axis_angle_to_rotation_matrix(ww) @ self.R0, self.t0 + tt
+
+    def intr(self):
+        K = self.K
+        if self.focal is None:
+            return K
+        s = torch.exp(self.focal[0])
+        return torch.stack([torch.stack([K[0, 0] * s, K[0, 1], K[0, 2]]),
+                            torch.stack([K[1, 0], K[1, 1] * s, K[1, 2]]), K[2]])
+
+    def keep_gauge_scale(self):
+        """The second camera keeps |t| (its distance to the first, at the origin): the gauge's scale."""
+        if self.g1 is not None and bool(self.free[self.g1]):
+            with torch.no_grad():
+                t_new = self.t0[self.g1] + self.dt[self.g1]
+                self.dt[self.g1] = t_new * (self.t1_norm / t_new.norm()) - self.t0[self.g1]
+
+    def write_back(self, state, field):
+        """Poses, points (snapped in neural mode: upstream's lost ``map``) and K into ``state``."""
+        with torch.no_grad():
+            R, t = self.poses()
+            X = self.Xp.detach() if field is None else snap(field, self.Xp.detach().float(), create_graph=False)
+            for c, k in self.cam_index.items():
+                if c in self.images:
+                    state.poses[c] = (R[k].numpy().copy(), t[k].numpy().copy())
+            state.points[self.pts] = X.double().numpy()
+            if self.focal is not None:
+                state.K = self.intr().numpy().copy()
+                self.focal.zero_()
+
+
+def _batch(prob, cap: int, gen):
+    """Points of this step (all, or ``cap`` drawn at random) -> (their indices [B], the observations' mask [O],
+    the observations' index into the batch [O'])."""
+    n = len(prob.pts)
+    sel = torch.arange(n) if cap <= 0 or n <= cap else torch.randperm(n, generator=gen)[:cap]
+    local = torch.full((n,), -1, dtype=torch.long)
+    local[sel] = torch.arange(len(sel))
+    obs = local[prob.pi] >= 0
+    return sel, obs, local[prob.pi[obs]]
+
+
+def _loss(prob, cfg, radius, field, gen):
+    """Robust reprojection (+ surface and eikonal terms in neural mode) on a batch of points (``ba_batch_points``)
+    -> (loss, residuals [O', 2])."""
+    R, t = prob.poses()
+    sel, obs, bi = _batch(prob, cfg.ba_batch_points, gen)
+    surf = eik = torch.zeros((), dtype=torch.float64)
+    if field is None:
+        X, m = prob.Xp[sel], torch.ones(len(bi), dtype=torch.bool)
+    else:
+        Xs = snap(field, prob.Xp[sel].float())
+        f = field.sdf(Xs)
+        m = (f.detach().abs() < 2 * cfg.surface_tau * radius)[bi]
+        surf = f.abs().mean().double()
+        _, g = field.sdf_and_gradient(eikonal_points(field, Xs.detach(), 1024, gen), create_graph=True)
+        eik = (g.norm(dim=-1) - 1.0).abs().mean().double()
+        X = Xs.double()
+    ci = prob.ci[obs][m]
+    r = project_torch(prob.intr(), R[ci], t[ci], X[bi[m]]) - prob.uv[obs][m]
+    return robust_reprojection(r) + cfg.w_surface * surf / radius + cfg.w_eikonal * eik, r
+
+
 def bundle_adjust(state, matches, cfg, images=None, steps: int = 100, field=None, focal=None) -> dict:
     """Optimises the poses of ``images`` (default: all registered) and the points they see.
 
@@ -49,87 +156,19 @@ def bundle_adjust(state, matches, cfg, images=None, steps: int = 100, field=None
     setup = _setup(state, matches, images)
     if setup is None or steps <= 0:
         return {"steps": 0}
-    img, pid, uv, pts = setup
-    gauge0, gauge1 = state.order[0], state.order[1] if len(state.order) > 1 else None
-    cams = sorted(set(img.tolist()))
-    cam_index = {c: k for k, c in enumerate(cams)}
-    R0 = torch.tensor(np.stack([state.poses[c][0] for c in cams]), dtype=torch.float64)
-    t0 = torch.tensor(np.stack([state.poses[c][1] for c in cams]), dtype=torch.float64)
-    free = torch.tensor([c in images and c != gauge0 for c in cams])
-    w = torch.zeros(len(cams), 3, dtype=torch.float64, requires_grad=True)
-    dt = torch.zeros(len(cams), 3, dtype=torch.float64, requires_grad=True)
-    pt_index = {p: k for k, p in enumerate(pts)}
-    X0 = torch.tensor(state.points[pts], dtype=torch.float64)
-    free_pts = field is None or cfg.free_points_on_surface
-    Xp = X0.clone().requires_grad_(free_pts)
-    ci = torch.tensor([cam_index[c] for c in img])
-    pi = torch.tensor([pt_index[p] for p in pid])
-    uv_t = torch.tensor(uv, dtype=torch.float64)
-    K = torch.tensor(state.K, dtype=torch.float64)
-    groups = [{"params": [w], "lr": cfg.lr_rot}, {"params": [dt], "lr": cfg.lr_trans * state.radius}]
-    if free_pts:
-        groups.append({"params": [Xp], "lr": cfg.lr_points * state.radius})
-    if field is not None:
-        groups.append({"params": geometry_params(field), "lr": cfg.lr_sdf * cfg.ba_sdf_lr_scale})
-    if focal is not None and focal.requires_grad:
-        groups.append({"params": [focal], "lr": 1e-3})
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.05 ** (1.0 / steps))
-    g1 = cam_index.get(gauge1) if gauge1 is not None else None
-    t1_norm = float(t0[g1].norm()) if g1 is not None else None
+    prob = _Problem(state, matches, images, setup, field, cfg, focal)
+    opt, sched = prob.optimizer(cfg, state.radius, field, steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    tau = cfg.surface_tau * state.radius
     before = None
-
-    def poses():
-        ww = torch.where(free[:, None], w, torch.zeros_like(w))
-        tt = torch.where(free[:, None], dt, torch.zeros_like(dt))
-        return so3_exp(ww) @ R0, t0 + tt
-
-    def intr():
-        if focal is None:
-            return K
-        s = torch.exp(focal[0])
-        return torch.stack([torch.stack([K[0, 0] * s, K[0, 1], K[0, 2]]), torch.stack([K[1, 0], K[1, 1] * s, K[1, 2]]),
-                            K[2]])
-
-    for step in range(steps):
-        R, t = poses()
-        surf = eik = torch.zeros((), dtype=torch.float64)
-        if field is None:
-            X = Xp
-            valid = torch.ones(len(pts), dtype=torch.bool)
-        else:
-            Xs = snap(field, Xp.float())
-            f = field.sdf(Xs)
-            valid = (f.detach().abs() < 2 * tau)
-            surf = f.abs().mean().double()
-            _, g = field.sdf_and_gradient(eikonal_points(field, Xs.detach(), 1024, gen), create_graph=True)
-            eik = (g.norm(dim=-1) - 1.0).abs().mean().double()
-            X = Xs.double()
-        m = valid[pi]
-        r = project_torch(intr(), R[ci[m]], t[ci[m]], X[pi[m]]) - uv_t[m]
-        rep = robust_reprojection(r)
+    for _ in range(steps):
+        loss, r = _loss(prob, cfg, state.radius, field, gen)
         if before is None:
             before = float(r.detach().norm(dim=-1).mean())
-        loss = rep + cfg.w_surface * surf / state.radius + cfg.w_eikonal * eik
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if g1 is not None and bool(free[g1]):
-            with torch.no_grad():  # keep the gauge's scale: |t1| fixed
-                t_new = t0[g1] + dt[g1]
-                dt[g1] = t_new * (t1_norm / t_new.norm()) - t0[g1]
-    with torch.no_grad():
-        R, t = poses()
-        X = Xp.detach() if field is None else snap(field, Xp.detach().float(), create_graph=False).double()
-        for c, k in cam_index.items():
-            if c in images:
-                state.poses[c] = (R[k].numpy().copy(), t[k].numpy().copy())
-        state.points[pts] = X.numpy()  # written back (the point of the upstream bug)
-        if focal is not None:
-            state.K = intr().numpy().copy()
-            focal.zero_()
+        prob.keep_gauge_scale()
+    prob.write_back(state, field)
     after = state.mean_reprojection_error(matches.keypoints)
-    return {"steps": steps, "mean_px": [before, after], "points": len(pts), "cameras": len(images)}
+    return {"steps": steps, "mean_px": [before, after], "points": len(prob.pts), "cameras": len(images)}

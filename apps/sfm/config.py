@@ -33,6 +33,7 @@ class SfmConfig:
     max_reproj: float = 4.0  # px, new points / kept observations
     min_tri_angle: float = 1.5  # degrees, for new points
     neural_reproj_scale: float = 2.0  # neural triangulation accepts midpoints within this x max_reproj (BA refines)
+    dlt_on_surface: bool = True  # neural triangulation: a track the traces lose gets its DLT point when |f| < tau
     free_points_on_surface: bool = True  # neural BA: points free *and* snapped (slide on f = 0); False: upstream
     # SDF field (CPU-sized MLP backbone, geometric sphere init)
     sdf_backbone: str = "mlp"  # mlp (frequency encoding, autograd normals) | hashgrid (C++ kernel, FD normals)
@@ -45,6 +46,8 @@ class SfmConfig:
     global_ba_steps: int = 300  # global BA every ``global_every`` views and at the end
     global_every: int = 4
     final_ba_steps: int = 600
+    ba_batch_points: int = 4096  # points per BA step (drawn at random when a BA sees more; 0 = all): the cost of
+    # a neural BA step is the Newton snap of its points, and a 40-frame video's global BAs see 15k
     lr_rot: float = 2e-3
     lr_trans: float = 4e-3
     lr_sdf: float = 1e-3

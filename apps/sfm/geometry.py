@@ -51,20 +51,6 @@ def triangulation_angle_deg(c_a: np.ndarray, c_b: np.ndarray, X: np.ndarray) -> 
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def so3_exp(w: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: axis-angle w [..., 3] -> rotation [..., 3, 3] (first order near 0, differentiable)."""
-    theta2 = (w * w).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
-    theta = torch.sqrt(theta2 + 1e-24)
-    zero = torch.zeros_like(w[..., 0])
-    Wx = torch.stack([zero, -w[..., 2], w[..., 1], w[..., 2], zero, -w[..., 0],
-                      -w[..., 1], w[..., 0], zero], -1).reshape(w.shape[:-1] + (3, 3))
-    small = theta2 < 1e-10
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-20))
-    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(Wx)
-    return eye + a * Wx + b * (Wx @ Wx)
-
-
 def project_torch(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Batched projection: K [3, 3] (or [N, 3, 3]), R [N, 3, 3], t [N, 3], X [N, 3] -> pixels [N, 2]."""
     xc = (R @ X[..., None])[..., 0] + t

@@ -46,7 +46,7 @@ class SfmConfig:
     global_ba_steps: int = 300  # global BA every ``global_every`` views and at the end
     global_every: int = 4
     final_ba_steps: int = 600
-    ba_batch_points: int = 4096  # points per BA step (drawn at random when a BA sees more; 0 = all): the cost of
+    ba_batch_points: int = 2048  # points per BA step (drawn at random when a BA sees more; 0 = all): the cost of
     # a neural BA step is the Newton snap of its points, and a 40-frame video's global BAs see 15k
     lr_rot: float = 2e-3
     lr_trans: float = 4e-3

@@ -9,7 +9,7 @@ evaluation, and in part 2 to order the ring for the arcs):
 (a) nfkit sfm; (b) pycolmap incremental mapping; (c) pycolmap global mapping (GLOMAP); (d) classic: the same
 pipeline with DLT triangulation and free-point BA (no SDF); (e) nfkit sfm without the surface filter; a0 / d0:
 (a) / (d) without the final pycolmap LM bundle adjustment (``final_lm_ba``: Adam BA only, as before it).
-Part 1: temple ring, 16 views.  Part 2: every second view of the ring (8), arcs of 6 and 4 consecutive views.
+Part 1: temple ring, 16 views (``--seeds 0,1,2``: nfkit's arms once per seed).  Part 2: every second view of the ring (8), arcs of 6 and 4 consecutive views.
 Part 3: robustness with ground truth on two meshes of ../shared/data/meshes, 12 views on a ring: keypoints are
 projections of ray-cast surface points (the matcher's stand-in), 0.5 px noise, 15 % / 30 % of each pair's matches
 replaced by random outliers; arms (a), (d), (e).  Metrics: registered count, median/max rotation error (deg) and
@@ -96,17 +96,19 @@ def pycolmap_arm(matches: Matches, kind: str, out: Path) -> dict:
     return poses
 
 
-def run_arms(matches: Matches, arms, work: Path) -> dict:
-    """{arm: ({name: pose}, seconds, sfm result or None)}."""
+def run_arms(matches: Matches, arms, work: Path, seeds=(0,)) -> dict:
+    """{(arm, seed): ({name: pose}, seconds, sfm result or None)}; pycolmap's arms once (seed 0), nfkit's arms
+    once per seed (torch's and RANSAC's random draws)."""
     out = {}
     for arm in arms:
-        t0 = time.perf_counter()
-        if arm in ("b", "c"):
-            poses, res = pycolmap_arm(matches, arm, work / f"arm_{arm}"), None
-        else:
-            res = run_sfm(matches, replace(SfmConfig(), **ARMS[arm]), show_progress=False)
-            poses = {matches.names[i]: p for i, p in res.state.poses.items()}
-        out[arm] = (poses, time.perf_counter() - t0, res)
+        for seed in (seeds if arm in ARMS else seeds[:1]):
+            t0 = time.perf_counter()
+            if arm in ("b", "c"):
+                poses, res = pycolmap_arm(matches, arm, work / f"arm_{arm}"), None
+            else:
+                res = run_sfm(matches, replace(SfmConfig(), **ARMS[arm], seed=seed), show_progress=False)
+                poses = {matches.names[i]: p for i, p in res.state.poses.items()}
+            out[(arm, seed)] = (poses, time.perf_counter() - t0, res)
     return out
 
 
@@ -129,9 +131,9 @@ def temple_matches(data: Path, names: list[str], work: Path, K: np.ndarray | Non
 
 def print_table(title, rows):
     print(f"\n{title}")
-    print(f"{'set':<14} {'arm':<4} {'reg':>7} {'med rot°':>9} {'max rot°':>9} {'med c%':>8} {'max c%':>8} {'s':>7}")
+    print(f"{'set':<14} {'arm':<5}{'reg':>7} {'med rot°':>9} {'max rot°':>9} {'med c%':>8} {'max c%':>8} {'s':>7}")
     for r in rows:
-        print(f"{r['set']:<14} {r['arm']:<4} {r['registered']:>3}/{r['total']:<3} "
+        print(f"{r['set']:<14} {r['arm']:<5}{r['registered']:>3}/{r['total']:<3} "
               f"{r.get('median_rot_err_deg', float('nan')):>9.3f} "
               f"{r.get('max_rot_err_deg', float('nan')):>9.3f} {r.get('median_centre_err_pct', float('nan')):>8.3f} "
               f"{r.get('max_centre_err_pct', float('nan')):>8.3f} {r['seconds']:>7.1f}")
@@ -160,8 +162,9 @@ def temple_parts(args, parts) -> list:
     rows = []
     for set_name, subset in sets:
         m = temple_matches(data, sorted(subset), out / set_name, None if set_name.endswith("-noK") else K)
-        for arm, (poses, sec, res) in run_arms(m, args.arms, out / set_name).items():
-            row = {"set": set_name, "arm": arm, "seconds": round(sec, 1),
+        for (arm, seed), (poses, sec, res) in run_arms(m, args.arms, out / set_name, args.seeds).items():
+            row = {"set": set_name, "arm": arm if len(args.seeds) == 1 else f"{arm}/{seed}", "seed": seed,
+                   "seconds": round(sec, 1),
                    **evaluate(poses, {n: ref[n] for n in subset}, len(subset), diameter)}
             if res is not None:
                 row["focal_px"] = [round(f, 1) for f in res.report["focal_px"]]
@@ -181,9 +184,11 @@ def main(argv=None) -> int:
     ap.add_argument("--intrinsics", default="calibrated", choices=("calibrated", "estimated", "both"),
                     help="parts 1-2: the calibrated K for every arm (fixed), or estimated as nfkit sfm does without "
                          "--intrinsics (sets named *-noK; pycolmap's incremental arm then refines the focal too)")
+    ap.add_argument("--seeds", default="0", help="parts 1-2: nfkit's arms once per seed (comma-separated)")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_sfm"))
     args = ap.parse_args(argv)
     args.arms = args.arms.split(",")
+    args.seeds = [int(x) for x in args.seeds.split(",")]
     torch.set_num_threads(1)
     parts = {1, 2, 3} if args.part == "all" else {int(p) for p in args.part.split(",")}
     from nfkit.device import cpu_model

@@ -1,4 +1,4 @@
-"""nfkit sfm feature tracks: union–find over verified matches, inconsistent tracks dropped, one point per track."""
+"""nfkit sfm feature tracks: union–find over verified matches, inconsistent tracks split, one point per track."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,16 +13,37 @@ from nfkit.apps.sfm.triangulate import triangulate_view
 from test_sfm import K, look_at, sphere_points, synthetic_matches
 
 
-def test_tracks_merge_chains_and_drop_inconsistent():
+def test_tracks_merge_chains_and_split_inconsistent():
     # image 0 kp 0 -- image 1 kp 2 -- image 2 kp 1: one track of 3 through two pairs (no (0, 2) match)
-    # image 0 kp 1 -- image 1 kp 0 -- image 2 kp 0 -- image 0 kp 2: two features of image 0 -> dropped
+    # image 0 kp 1 -- image 1 kp 0 -- image 2 kp 0 -- image 0 kp 2: two features of image 0 -> split; none of
+    # its three matches is confirmed by a third image (a feature matched to both ends): all left out
     pairs = {(0, 1): np.array([[0, 2], [1, 0]]), (1, 2): np.array([[2, 1], [0, 0]]), (0, 2): np.array([[2, 0]])}
     tr = build_tracks([3, 3, 2], pairs)
-    assert len(tr) == 1 and tr.dropped == 1
-    assert tr.elements[0] == {0: 0, 1: 2, 2: 1}
+    assert len(tr) == 1 and tr.split == 1 and tr.refused == 3
+    assert tr.elements == [{0: 0, 1: 2, 2: 1}]
     assert tr.track_of[0].tolist() == [0, -1, -1] and tr.track_of[1].tolist() == [-1, -1, 0]
     assert tr.track_of[2].tolist() == [-1, 0]
     assert tr.stats()["max_length"] == 3
+
+
+def test_random_wrong_matches_split_tracks_instead_of_losing_them():
+    """Long tracks (8 views, every pair matched) + 10 % random wrong matches: connected components chain most
+    features together; the split keeps nearly every true track whole and puts no two features of an image in one."""
+    rng = np.random.default_rng(0)
+    n_img, n_pts = 8, 400
+    pairs = {}
+    for i in range(n_img):
+        for j in range(i + 1, n_img):
+            m = np.stack([np.arange(n_pts), np.arange(n_pts)], 1)
+            wrong = rng.random(n_pts) < 0.1
+            m[wrong, 1] = rng.integers(0, n_pts, int(wrong.sum()))
+            pairs[(i, j)] = m
+    tr = build_tracks([n_pts] * n_img, pairs)
+    assert tr.split >= 1 and tr.refused > 0
+    for e in tr.elements:  # one feature of each image a track: dicts guarantee it, track_of must agree
+        assert all(tr.track_of[i][k] == tr.track_of[next(iter(e))][e[next(iter(e))]] for i, k in e.items())
+    whole = sum(1 for e in tr.elements if len(e) == n_img and len(set(e.values())) == 1)
+    assert whole >= 0.9 * n_pts
 
 
 def _four_views():

@@ -9,7 +9,8 @@ evaluation, and in part 2 to order the ring for the arcs):
 (a) nfkit sfm; (b) pycolmap incremental mapping; (c) pycolmap global mapping (GLOMAP); (d) classic: the same
 pipeline with DLT triangulation and free-point BA (no SDF); (e) nfkit sfm without the surface filter; a0 / d0:
 (a) / (d) without the final pycolmap LM bundle adjustment (``final_lm_ba``: Adam BA only, as before it).
-Part 1: temple ring, 16 views (``--seeds 0,1,2``: nfkit's arms once per seed).  Part 2: every second view of the ring (8), arcs of 6 and 4 consecutive views.
+Part 1: temple ring, 16 views (``--seeds 0,1,2``: nfkit's arms once per seed).  Part 2: every second view of the
+ring (8), arcs of 6 and 4 consecutive views.
 Part 3: robustness with ground truth on two meshes of ../shared/data/meshes, 12 views on a ring: keypoints are
 projections of ray-cast surface points (the matcher's stand-in), 0.5 px noise, 15 % / 30 % of each pair's matches
 replaced by random outliers; arms (a), (d), (e).  Metrics: registered count, median/max rotation error (deg) and

@@ -203,6 +203,24 @@ def test_lm_bundle_adjust_writes_back_and_recovers_poses():
     assert st.K[0, 0] == st.K[1, 1] and abs(st.K[0, 0] - 500.0) < 5.0
 
 
+def test_reattach_gives_points_back_their_lost_track_observations():
+    """The reprojection filter drops the observations of a view that drifted; reattach_tracks restores them from
+    the feature tracks (and only to live points, never a second point for one keypoint)."""
+    from nfkit.apps.sfm.refine import reattach_tracks
+
+    st, m, poses, X = _state_on_sphere(200)
+    st.poses[2] = poses[2]  # view 2 registered: its keypoints in the points' tracks come in
+    n = reattach_tracks(st, m)
+    three = [int(p) for p in st.live_ids() if len(st.tracks[p]) == 3]
+    assert n == len(three) > 30
+    lost = three[:20]
+    for pid in lost:  # the filter dropped their view-1 observations
+        st.remove_observation(pid, 1)
+    assert reattach_tracks(st, m) == 20 and all(1 in st.tracks[p] for p in lost)
+    assert reattach_tracks(st, m) == 0
+    assert len(set(st.obs[2].values())) == len(st.obs[2])
+
+
 def _one_line(rc, capsys, needle):
     err = capsys.readouterr().err
     assert rc == 2, err

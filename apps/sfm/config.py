@@ -57,5 +57,7 @@ class SfmConfig:
     w_eikonal: float = 1.0
     refine_focal: bool = True  # only without --intrinsics
     final_lm_ba: bool = True  # after the final BA: one pycolmap (Ceres, LM) BA of all views and points (refine.py)
+    reattach_scale: float = 8.0  # before it: tracks' lost observations re-attached, one LM solve at this Cauchy
+    # scale (px), filter (0 = off): closes a chain that bent and lost its loop-closing observations to the filter
     polish_poses: bool = True  # after the final BA: each pose refined by pycolmap's LM on its points (held fixed)
     seed: int = 0

@@ -17,7 +17,7 @@ from nfkit.progress import progress_bar
 
 from .bundle import bundle_adjust
 from .init import initialise
-from .refine import lm_bundle_adjust
+from .refine import lm_bundle_adjust, reattach_tracks
 from .register import correspondences, polish_poses, register_view
 from .surface import fit_sdf, make_field
 from .tracks import feature_tracks
@@ -83,6 +83,10 @@ def _finish(state, matches, cfg, ba_field, focal, timer) -> dict:
     timer.add("bundle", t0)
     if cfg.final_lm_ba:
         t0 = time.perf_counter()
+        if cfg.reattach_scale > 0:  # the tracks' lost observations back, one wide-scale solve, filter, then 1 px
+            final["reattached"] = reattach_tracks(state, matches)
+            final["lm_wide"] = lm_bundle_adjust(state, matches, focal is not None, cfg.reattach_scale)
+            state.filter_observations(matches.keypoints, cfg.max_reproj)
         final["lm"] = lm_bundle_adjust(state, matches, focal is not None)
         state.filter_observations(matches.keypoints, cfg.max_reproj)
         timer.add("lm_bundle", t0)

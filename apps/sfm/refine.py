@@ -16,19 +16,38 @@ from nfkit.datasets.colmap import import_pycolmap
 from .outputs import to_reconstruction
 
 
-def _options(refine_focal: bool):
+def reattach_tracks(state, matches) -> int:
+    """Gives every live point back the observations of its feature track in registered views that it lost (to
+    the reprojection filter) or never got -> count.  A chain that bent during the incremental loop loses exactly
+    the observations that would close it (their residuals exceed the filter); the wide-scale LM solve needs them."""
+    from .tracks import feature_tracks
+
+    tracks = feature_tracks(matches)
+    n = 0
+    for t in range(len(tracks)):
+        pid = state.point_of_track(tracks, t)
+        if pid is None:
+            continue
+        for img, kp in tracks.elements[t].items():
+            if img in state.poses and img not in state.tracks[pid] and kp not in state.obs[img]:
+                state.add_observation(pid, img, kp)
+                n += 1
+    return n
+
+
+def _options(refine_focal: bool, loss_scale: float = 1.0):
     pycolmap = import_pycolmap()
     opts = pycolmap.BundleAdjustmentOptions()
     opts.refine_focal_length = refine_focal
     opts.refine_principal_point = opts.refine_extra_params = False
     opts.print_summary = False
     opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    opts.ceres.loss_function_scale = 1.0
+    opts.ceres.loss_function_scale = loss_scale
     opts.ceres.solver_options.num_threads = 1
     return opts
 
 
-def lm_bundle_adjust(state, matches, refine_focal: bool) -> dict:
+def lm_bundle_adjust(state, matches, refine_focal: bool, loss_scale: float = 1.0) -> dict:
     """Refines ``state`` (poses [views], points [P, 3], K) in place -> {"mean_px": (before, after; finite
     errors), "behind_camera": observations left behind their camera (the caller's filter drops them), "views",
     "points", "focal_px"}."""
@@ -44,7 +63,7 @@ def lm_bundle_adjust(state, matches, refine_focal: bool) -> dict:
     config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     if not refine_focal:
         config.set_constant_cam_intrinsics(1)
-    pycolmap.create_default_bundle_adjuster(_options(refine_focal), config, rec).solve()
+    pycolmap.create_default_bundle_adjuster(_options(refine_focal, loss_scale), config, rec).solve()
     for i in state.poses:
         m = np.asarray(rec.images[i + 1].cam_from_world().matrix())
         state.poses[i] = (m[:, :3].copy(), m[:, 3].copy())

@@ -1,5 +1,5 @@
 """The incremental loop: init -> SDF fit -> (register -> triangulate -> local BA [-> global BA])* -> final BA
--> pycolmap LM BA (``final_lm_ba``) -> per-pose polish.
+-> tracks re-attached + wide-scale LM BA -> pycolmap LM BA (``final_lm_ba``) -> per-pose polish.
 
 View order: next-best-view = the unregistered view with the most 2D–3D correspondences; a view that cannot be
 registered now is retried after the next success, and reported as skipped (with the reason) if it never

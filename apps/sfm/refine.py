@@ -6,6 +6,9 @@ error is in the structure); a second-order solve of the same tracks finishes it.
 intrinsics fixed (without ``--intrinsics`` one focal, fx = fy, is refined: separate fx, fy drift apart), gauge:
 the first two cameras (``TWO_CAMS_FROM_WORLD``).  Poses, points and K are written back into the state.  The
 points leave the SDF's level set by what the solve moves them (reported as ``mean_px`` before / after).
+Before it (``reattach_scale``) :func:`reattach_tracks` gives the points back their tracks' observations that the
+reprojection filter took (a chain that bent in the incremental loop loses exactly its loop-closing observations)
+and a first solve at a wide Cauchy scale pulls the chain closed; the filter then runs before the 1 px solve.
 """
 from __future__ import annotations
 

@@ -164,6 +164,12 @@ def test_host_warning():
         assert "no authentication" in host_warning(host, 8080)
 
 
+def _ctrl_c_reaches_child():
+    """Popen's preexec_fn: SIGINT back to its default in the child.  A suite started in the background (``cmd &``,
+    ``nohup``) runs with SIGINT ignored, the child inherits that across exec, and the Ctrl-C tests then hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_view_cli_survives_garbage_and_stops_on_ctrl_c(tmp_path):
     from nfkit import fields
 
@@ -172,7 +178,8 @@ def test_view_cli_survives_garbage_and_stops_on_ctrl_c(tmp_path):
     fpath = fields.save(field, tmp_path / "tiny.safetensors")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nfkit.apps.cli", "view", str(fpath), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ctrl_c_reaches_child)
     lines = []
     try:
         t0 = time.monotonic()
@@ -220,7 +227,8 @@ def test_fit_with_viewer_trains_with_a_browser_attached(tmp_path, sphere_capture
     out = tmp_path / "fit"
     proc = subprocess.Popen([sys.executable, "-m", "nfkit.apps.cli", "fit", str(sphere_capture), "--out", str(out),
                              "--steps", "40", "--viewer", "--viewer-port", str(port), *TINY_FIELD],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ctrl_c_reaches_child)
     lines = []
     try:
         line = ""

@@ -118,7 +118,9 @@ def _batch(prob, cap: int, gen):
     """Points of this step (all, or ``cap`` drawn at random) -> (their indices [B], the observations' mask [O],
     the observations' index into the batch [O'])."""
     n = len(prob.pts)
-    sel = torch.arange(n) if cap <= 0 or n <= cap else torch.randperm(n, generator=gen)[:cap]
+    if cap <= 0 or n <= cap:  # every point (the common case: no re-indexing on the hot path)
+        return torch.arange(n), torch.ones(len(prob.pi), dtype=torch.bool), prob.pi
+    sel = torch.randperm(n, generator=gen)[:cap]
     local = torch.full((n,), -1, dtype=torch.long)
     local[sel] = torch.arange(len(sel))
     obs = local[prob.pi] >= 0

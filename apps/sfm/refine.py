@@ -32,9 +32,8 @@ def reattach_tracks(state, matches) -> int:
         if pid is None:
             continue
         for img, kp in tracks.elements[t].items():
-            if img in state.poses and img not in state.tracks[pid] and kp not in state.obs[img]:
-                state.add_observation(pid, img, kp)
-                n += 1
+            if img in state.poses:
+                n += state.add_observation(pid, img, kp)
     return n
 
 

@@ -60,11 +60,13 @@ class SfmState:
                 return p
         return None
 
-    def add_observation(self, pid: int, img: int, kp: int) -> None:
+    def add_observation(self, pid: int, img: int, kp: int) -> bool:
+        """Adds keypoint kp of image img to point pid unless the keypoint or the image is already taken -> added."""
         if kp in self.obs[img] or img in self.tracks[pid]:
-            return
+            return False
         self.tracks[pid][img] = int(kp)
         self.obs[img][int(kp)] = pid
+        return True
 
     def remove_observation(self, pid: int, img: int) -> None:
         kp = self.tracks[pid].pop(img, None)
